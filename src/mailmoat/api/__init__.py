@@ -1,0 +1,1 @@
+"""HTTP front ends: thin FastAPI routers over services/."""

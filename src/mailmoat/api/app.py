@@ -1,0 +1,46 @@
+"""The HTTP application: /inbound/v1, /healthz, error shape, OpenAPI under /inbound/v1."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from mailmoat import __version__
+from mailmoat.api.errors import error_response, install_error_handlers
+from mailmoat.api.inbound_v1 import account, domains, lists
+from mailmoat.api.ratelimit import RateLimiter
+from mailmoat.services.container import Services
+
+INBOUND_PREFIX = "/inbound/v1"
+
+DESCRIPTION = """\
+mailmoat's provisioning API, wire-compatible with the MailChannels Inbound API 1.2.0.
+Authenticate with the `X-API-Key` header. Errors are `{"code", "message", "errors"}`.
+Requests are limited per customer (100 per second by default); excess requests get
+503 with `Retry-After`. Operations tagged *mailmoat extensions* go beyond 1.2.0.
+"""
+
+
+def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
+    app = FastAPI(
+        title="mailmoat Inbound API",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=f"{INBOUND_PREFIX}/openapi.json",
+        docs_url=f"{INBOUND_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.state.rate_limiter = rate_limiter
+    install_error_handlers(app)
+    # account before domains: /domains/batch/login-link must not be taken for a domain.
+    for module in (account, domains, lists):
+        app.include_router(module.router, prefix=INBOUND_PREFIX)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        if await services.db.ping():
+            return JSONResponse({"status": "ok"})
+        return error_response(503, "database unreachable")
+
+    return app

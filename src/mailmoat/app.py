@@ -1,0 +1,119 @@
+"""Composition root: builds the database, services and front ends, and serves them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from rich.console import Console
+
+from mailmoat.api.app import INBOUND_PREFIX, create_api
+from mailmoat.api.ratelimit import RateLimiter
+from mailmoat.config import Role, Settings, parse_listen
+from mailmoat.db.database import Database
+from mailmoat.db.migrate import migrate
+from mailmoat.services.container import Services, build_services
+from mailmoat.services.customers import DEFAULT_HANDLE
+from mailmoat.services.errors import Conflict
+
+log = logging.getLogger("mailmoat")
+
+
+@dataclass(slots=True)
+class FirstStart:
+    customer: str
+    api_key: str
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open the database, bring the schema up to date and build the services."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.effective_database_url)
+    try:
+        await migrate(database)
+        yield await build_services(
+            database,
+            secret_key=settings.secret_key,
+            public_url=settings.effective_public_url,
+            login_link_lifetime=settings.login_link_lifetime,
+        )
+    finally:
+        await database.dispose()
+
+
+async def bootstrap(services: Services) -> FirstStart | None:
+    """On an empty database create customer ``default`` and its first key."""
+    if not await services.customers.is_empty():
+        return None
+    try:
+        customer = await services.customers.create(DEFAULT_HANDLE)
+    except Conflict:
+        return None  # another node got there first
+    new = await services.keys.create(customer.id, "created on first start")
+    return FirstStart(customer.handle, new.token)
+
+
+def _banner(settings: Settings, first: FirstStart | None, console: Console) -> None:
+    api_host, api_port = parse_listen(settings.api_listen)
+    base = settings.effective_public_url
+    serves_api = settings.role in (Role.ALL, Role.API)
+    console.print(f"[bold]mailmoat[/bold] role={settings.role.value}")
+    console.print(
+        f"  database : {Database(settings.effective_database_url).url.render_as_string()}"
+    )
+    if serves_api:
+        console.print(f"  API      : http://{api_host}:{api_port}{INBOUND_PREFIX}/")
+        console.print(f"  API docs : {base}{INBOUND_PREFIX}/docs")
+        console.print(f"  console  : {base}/console/ (entered through login links)")
+    if settings.role in (Role.ALL, Role.SMTP):
+        console.print(f"  SMTP     : {settings.smtp_listen} (not served yet by this version)")
+    if settings.role in (Role.ALL, Role.WORKER):
+        console.print("  delivery : no delivery workers in this version")
+    if first is not None:
+        console.print(
+            f"\nFirst start: created customer [bold]{first.customer}[/bold] with this API key "
+            "(shown once, keep it):"
+        )
+        console.print(f"  [bold green]{first.api_key}[/bold green]\n", soft_wrap=True)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: Settings, console: Console | None = None) -> None:
+    console = console or Console()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    async with open_services(settings) as services:
+        first = await bootstrap(services)
+        _banner(settings, first, console)
+        if settings.role in (Role.ALL, Role.API):
+            host, port = parse_listen(settings.api_listen)
+            limiter = RateLimiter(settings.rate_limit, settings.redis_url)
+            config = uvicorn.Config(
+                create_api(services, limiter),
+                host=host,
+                port=port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+                server_header=False,
+            )
+            await uvicorn.Server(config).serve()
+        else:
+            log.info(
+                "role %s has nothing to run in this version; idle until stopped",
+                settings.role.value,
+            )
+            await _wait_for_signal()

@@ -1,0 +1,191 @@
+"""The ``mailmoat`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mailmoat.app import open_services
+from mailmoat.app import serve as serve_gateway
+from mailmoat.config import Role, Settings
+from mailmoat.services.container import Services
+from mailmoat.services.customers import CustomerView
+from mailmoat.services.errors import ServiceError
+
+app = typer.Typer(help="mailmoat, the self-hosted inbound email gateway.", no_args_is_help=True)
+customers_app = typer.Typer(help="Manage customers.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
+app.add_typer(keys_app, name="keys")
+
+err = Console(stderr=True)
+T = TypeVar("T")
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="data directory [env MAILMOAT_DATA_DIR]")
+]
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="database URL [env MAILMOAT_DATABASE_URL]")
+]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValueError as exc:
+        err.print(f"[red]invalid setting:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def run(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_services(settings) as services:
+            return await action(services)
+
+    try:
+        return asyncio.run(main())
+    except ServiceError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    api_listen: Annotated[str | None, typer.Option(help="HOST:PORT of the API")] = None,
+    smtp_listen: Annotated[str | None, typer.Option(help="HOST:PORT of SMTP")] = None,
+    role: Annotated[Role | None, typer.Option(help="what this process runs")] = None,
+) -> None:
+    """Migrate the schema and serve."""
+    settings = make_settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        api_listen=api_listen,
+        smtp_listen=smtp_listen,
+        role=role,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_gateway(settings))
+
+
+def customer_json(view: CustomerView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "handle": view.handle,
+        "subscriptions": [
+            {
+                "handle": s.handle,
+                "active": s.active,
+                "domainLimit": s.domain_limit,
+                "protectedAddressLimit": s.protected_address_limit,
+                "domains": s.domain_count,
+            }
+            for s in view.subscriptions
+        ],
+    }
+
+
+@customers_app.command("create")
+def customers_create(
+    handle: str,
+    domain_limit: Annotated[int | None, typer.Option(help="maximum number of domains")] = None,
+    protected_address_limit: Annotated[
+        int | None, typer.Option(help="maximum number of filtered recipients")
+    ] = None,
+    subscription: Annotated[
+        str | None, typer.Option(help="subscription handle (default: HANDLE)")
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a customer with one subscription; prints it as JSON."""
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    view = run(
+        settings,
+        lambda s: s.customers.create(
+            handle,
+            subscription_handle=subscription,
+            domain_limit=domain_limit,
+            protected_address_limit=protected_address_limit,
+        ),
+    )
+    typer.echo(json.dumps(customer_json(view), indent=2))
+
+
+@customers_app.command("list")
+def customers_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List customers and their subscriptions."""
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    views = run(settings, lambda s: s.customers.all())
+    if as_json:
+        typer.echo(json.dumps([customer_json(v) for v in views], indent=2))
+        return
+    table = Table("customer", "subscription", "domains", "domain limit", "protected limit")
+    for view in views:
+        for sub in view.subscriptions:
+            table.add_row(
+                view.handle,
+                sub.handle,
+                str(sub.domain_count),
+                "-" if sub.domain_limit is None else str(sub.domain_limit),
+                "-" if sub.protected_address_limit is None else str(sub.protected_address_limit),
+            )
+    Console().print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    customer: Annotated[str, typer.Option(help="customer handle")],
+    description: Annotated[str, typer.Option(help="what the key is for")] = "",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an API key and print it (alone, once) on stdout."""
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+
+    async def create(s: Services) -> str:
+        owner = await s.customers.get_by_handle(customer)
+        return (await s.keys.create(owner.id, description)).token
+
+    typer.echo(run(settings, create))
+
+
+@keys_app.command("list")
+def keys_list(
+    customer: Annotated[str, typer.Option(help="customer handle")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List a customer's API keys (never the keys themselves)."""
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+
+    async def list_keys(s: Services) -> list[Any]:
+        owner = await s.customers.get_by_handle(customer)
+        return await s.keys.of_customer(owner.id)
+
+    table = Table("id", "prefix", "created", "description")
+    for key in run(settings, list_keys):
+        table.add_row(key.id, key.prefix + "…", key.created_at.isoformat(), key.description)
+    Console().print(table)
+
+
+@keys_app.command("delete")
+def keys_delete(key_id: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Delete an API key; its domains are no longer associated with any key."""
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    run(settings, lambda s: s.keys.delete(key_id))
+    err.print(f"deleted API key {key_id}")

@@ -1,0 +1,1 @@
+"""Pure rules of mailmoat: no I/O, importable from every layer."""

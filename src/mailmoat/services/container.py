@@ -1,0 +1,49 @@
+"""All services of one installation, built over one database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from mailmoat.db.database import Database
+from mailmoat.services.customers import CustomerService
+from mailmoat.services.domains import DomainService
+from mailmoat.services.keys import KeyService
+from mailmoat.services.lists import ListService
+from mailmoat.services.login_links import LoginLinkService
+from mailmoat.services.reports import ReportService
+from mailmoat.services.secrets import load_hasher
+from mailmoat.services.users import UserService
+
+
+@dataclass(slots=True)
+class Services:
+    db: Database
+    customers: CustomerService
+    keys: KeyService
+    domains: DomainService
+    lists: ListService
+    users: UserService
+    login_links: LoginLinkService
+    reports: ReportService
+
+
+async def build_services(
+    database: Database,
+    *,
+    secret_key: str | None,
+    public_url: str,
+    login_link_lifetime: timedelta,
+) -> Services:
+    hasher = await load_hasher(database, secret_key)
+    keys = KeyService(database, hasher)
+    return Services(
+        db=database,
+        customers=CustomerService(database),
+        keys=keys,
+        domains=DomainService(database, keys),
+        lists=ListService(database),
+        users=UserService(database),
+        login_links=LoginLinkService(database, hasher, public_url, login_link_lifetime),
+        reports=ReportService(database),
+    )

@@ -1,0 +1,108 @@
+"""API keys: creation (the token is shown once), authentication, listing, deletion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from mailmoat.db.database import Database
+from mailmoat.db.tables import ApiKey, Customer, Domain
+from mailmoat.services.caller import Caller
+from mailmoat.services.errors import InvalidInput, NotFound
+from mailmoat.services.secrets import TokenHasher, new_token
+
+TOKEN_PREFIX = "mm"
+MAX_DESCRIPTION = 500
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    id: str
+    prefix: str
+    description: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key: KeyView
+    token: str
+
+
+def _view(row: ApiKey) -> KeyView:
+    return KeyView(row.id, row.prefix, row.description, row.created_at)
+
+
+def _clean_description(description: str) -> str:
+    if len(description) > MAX_DESCRIPTION or "\x00" in description:
+        raise InvalidInput(f"description must be at most {MAX_DESCRIPTION} printable characters")
+    return description
+
+
+class KeyService:
+    def __init__(self, database: Database, hasher: TokenHasher) -> None:
+        self.db = database
+        self.hasher = hasher
+
+    async def create(self, customer_id: str, description: str = "") -> NewKey:
+        description = _clean_description(description)
+        token = new_token(TOKEN_PREFIX)
+        async with self.db.write() as session:
+            if await session.get(Customer, customer_id) is None:
+                raise NotFound("customer not found")
+            row = ApiKey(
+                customer_id=customer_id,
+                token_hash=self.hasher.hash(token),
+                prefix=token[:10],
+                description=description,
+            )
+            session.add(row)
+            await session.flush()
+            return NewKey(_view(row), token)
+
+    async def authenticate(self, token: str) -> Caller | None:
+        if not token or len(token) > 200:
+            return None
+        async with self.db.read() as session:
+            row = (
+                await session.execute(
+                    select(ApiKey.id, ApiKey.customer_id, Customer.handle)
+                    .join(Customer, Customer.id == ApiKey.customer_id)
+                    .where(ApiKey.token_hash == self.hasher.hash(token))
+                )
+            ).first()
+        if row is None:
+            return None
+        return Caller(customer_id=row.customer_id, customer_handle=row.handle, key_id=row.id)
+
+    async def find_id(self, customer_id: str, token: str) -> str | None:
+        """The id of the customer's key with this token, if it is one of theirs."""
+        async with self.db.read() as session:
+            return await session.scalar(
+                select(ApiKey.id).where(
+                    ApiKey.token_hash == self.hasher.hash(token),
+                    ApiKey.customer_id == customer_id,
+                )
+            )
+
+    async def of_customer(self, customer_id: str) -> list[KeyView]:
+        async with self.db.read() as session:
+            rows = await session.scalars(
+                select(ApiKey)
+                .where(ApiKey.customer_id == customer_id)
+                .order_by(ApiKey.created_at, ApiKey.id)
+            )
+            return [_view(r) for r in rows]
+
+    async def delete(self, key_id: str, *, customer_id: str | None = None) -> None:
+        """Delete a key; its domains become open to the customer's other keys."""
+        async with self.db.write() as session:
+            row = await session.get(ApiKey, key_id)
+            if row is None or (customer_id is not None and row.customer_id != customer_id):
+                raise NotFound(f"API key {key_id!r} not found")
+            await session.execute(
+                update(Domain).where(Domain.api_key_id == key_id).values(api_key_id=None)
+            )
+            await session.delete(row)

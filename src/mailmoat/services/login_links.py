@@ -1,0 +1,73 @@
+"""Login links into the Domain Console: opaque, hashed, single use, expiring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from mailmoat.db.database import Database
+from mailmoat.db.tables import LoginLink, utcnow
+from mailmoat.services.caller import Caller
+from mailmoat.services.domains import MAX_BATCH, load_domain
+from mailmoat.services.errors import InvalidInput, ServiceError, Unauthorized
+from mailmoat.services.secrets import TokenHasher, new_token
+
+CONSOLE_LOGIN_PATH = "/console/login/"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkResult:
+    domain: str
+    code: int
+    comment: str
+    url: str | None = None
+
+
+class LoginLinkService:
+    def __init__(
+        self, database: Database, hasher: TokenHasher, public_url: str, lifetime: timedelta
+    ) -> None:
+        self.db = database
+        self.hasher = hasher
+        self.public_url = public_url.rstrip("/")
+        self.lifetime = lifetime
+
+    async def create(self, caller: Caller, raw_name: str) -> str:
+        results = await self.create_many(caller, [raw_name], single=True)
+        assert results[0].url is not None
+        return results[0].url
+
+    async def create_many(
+        self, caller: Caller, names: Sequence[str], *, single: bool = False
+    ) -> list[LinkResult]:
+        if not 1 <= len(names) <= MAX_BATCH:
+            raise InvalidInput(f"name between 1 and {MAX_BATCH} domains")
+        results: list[LinkResult] = []
+        expires = utcnow() + self.lifetime
+        async with self.db.write() as session:
+            for raw in names:
+                try:
+                    domain = await load_domain(session, caller, raw, foreign=Unauthorized)
+                except ServiceError as exc:
+                    if single:
+                        raise
+                    results.append(LinkResult(str(raw), exc.code, exc.message))
+                    continue
+                token = new_token("ml")
+                session.add(
+                    LoginLink(
+                        domain_id=domain.id,
+                        token_hash=self.hasher.hash(token),
+                        expires_at=expires,
+                    )
+                )
+                results.append(
+                    LinkResult(
+                        domain.name_unicode,
+                        200,
+                        f"valid until {expires.isoformat(timespec='seconds')}",
+                        f"{self.public_url}{CONSOLE_LOGIN_PATH}{token}",
+                    )
+                )
+        return results

@@ -1,0 +1,148 @@
+"""Shared fixtures: a migrated database per backend, services, and HTTP clients.
+
+Every test runs on SQLite; when MAILMOAT_TEST_DATABASE_URL is set, tests that use
+the ``services`` fixture run on PostgreSQL too, in a database created for the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from mailmoat.api.app import create_api
+from mailmoat.api.ratelimit import RateLimiter
+from mailmoat.db.database import Database
+from mailmoat.db.migrate import migrate
+from mailmoat.db.tables import Base
+from mailmoat.services.container import Services, build_services
+
+PG_URL = os.environ.get("MAILMOAT_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("MAILMOAT_TEST_REDIS_URL")
+PUBLIC_URL = "https://gateway.test"
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+async def _create_pg_database(url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """A throw-away database beside the one in ``url``; returns its URL and a dropper."""
+    parsed = make_url(url)
+    name = f"mailmoat_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    return parsed.set(database=name).render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    drop = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'mailmoat.db'}"
+    else:
+        assert PG_URL is not None
+        url, drop = await _create_pg_database(PG_URL)
+    db = Database(url)
+    await migrate(db)
+    yield db
+    await db.dispose()
+    if drop is not None:
+        await drop()
+
+
+async def wipe(db: Database) -> None:
+    async with db.write() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name != "server_secrets":
+                await session.execute(delete(table))
+
+
+@pytest.fixture
+async def services(database: Database) -> AsyncIterator[Services]:
+    await wipe(database)
+    yield await build_services(
+        database,
+        secret_key=None,
+        public_url=PUBLIC_URL,
+        login_link_lifetime=timedelta(minutes=15),
+    )
+
+
+@dataclass
+class Tenant:
+    """A customer with one subscription and one API key, and a client using that key."""
+
+    handle: str
+    customer_id: str
+    key: str
+    client: httpx.AsyncClient
+
+    @property
+    def subscription(self) -> str:
+        return self.handle
+
+
+TenantFactory = Callable[..., Awaitable[Tenant]]
+
+
+@pytest.fixture
+async def make_tenant(services: Services) -> AsyncIterator[TenantFactory]:
+    """Build tenants: ``await make_tenant("acme", domain_limit=5)``."""
+    clients: list[httpx.AsyncClient] = []
+    app = create_api(services, RateLimiter(0))
+
+    async def factory(
+        handle: str = "acme",
+        *,
+        domain_limit: int | None = None,
+        protected_address_limit: int | None = None,
+    ) -> Tenant:
+        customer = await services.customers.create(
+            handle, domain_limit=domain_limit, protected_address_limit=protected_address_limit
+        )
+        key = (await services.keys.create(customer.id, "test")).token
+        client = api_client(app, key)
+        clients.append(client)
+        return Tenant(handle, customer.id, key, client)
+
+    yield factory
+    for client in clients:
+        await client.aclose()
+
+
+def api_client(app: object, key: str | None) -> httpx.AsyncClient:
+    headers = {"X-API-Key": key} if key else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        base_url="http://gateway.test/inbound/v1",
+        headers=headers,
+    )
+
+
+@pytest.fixture
+async def tenant(make_tenant: TenantFactory) -> Tenant:
+    return await make_tenant("acme")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "var"
