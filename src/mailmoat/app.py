@@ -81,6 +81,7 @@ def _banner(settings: Settings, first: FirstStart | None, console: Console) -> N
             "(shown once, keep it):"
         )
         console.print(f"  [bold green]{first.api_key}[/bold green]\n", soft_wrap=True)
+    console.file.flush()  # operators tail this through pipes and journals
 
 
 async def _wait_for_signal() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from mailmoat import __version__
@@ -21,6 +24,34 @@ Requests are limited per customer (100 per second by default); excess requests g
 """
 
 
+def _openapi_with_error_shape(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents validation failures as 422; mailmoat answers them with 400."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {
+                        "description": "Bad Request",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorResponse"}
+                            }
+                        },
+                    }
+        schemas = document.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
 def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
     app = FastAPI(
         title="mailmoat Inbound API",
@@ -36,6 +67,8 @@ def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
     # account before domains: /domains/batch/login-link must not be taken for a domain.
     for module in (account, domains, lists):
         app.include_router(module.router, prefix=INBOUND_PREFIX)
+
+    app.openapi = lambda: _openapi_with_error_shape(app)  # type: ignore[method-assign]
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

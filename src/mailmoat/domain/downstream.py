@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from mailmoat.domain.names import InvalidName, is_ip_literal, parse_domain
@@ -29,7 +30,7 @@ def normalize_target(raw: str) -> str:
         raise InvalidName("downstream target must be 1-255 characters")
     bracketless = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     if is_ip_literal(bracketless):
-        return bracketless
+        return str(ipaddress.ip_address(bracketless.strip()))  # canonical: 2001:DB8:0::1 → 2001:db8::1
     dotted = text.endswith(".")
     name = parse_domain(text, allow_trailing_dot=True).ascii
     return name + "." if dotted else name

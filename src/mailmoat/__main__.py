@@ -1,0 +1,3 @@
+from mailmoat.cli import app
+
+app(prog_name="mailmoat")
