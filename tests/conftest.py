@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
@@ -76,15 +77,32 @@ async def wipe(db: Database) -> None:
                 await session.execute(delete(table))
 
 
-@pytest.fixture
-async def services(database: Database) -> AsyncIterator[Services]:
-    await wipe(database)
-    yield await build_services(
+@pytest.fixture(scope="session")
+async def database_services(database: Database) -> Services:
+    return await build_services(
         database,
         secret_key=None,
         public_url=PUBLIC_URL,
         login_link_lifetime=timedelta(minutes=15),
     )
+
+
+@pytest.fixture(scope="session")
+def shared_app(database_services: Services) -> FastAPI:
+    """One application per database for the whole run.
+
+    FastAPI prepares every route of an application on its first request, which
+    costs more than most tests; building the application once avoids paying it
+    per test. Tests that need another rate limit build their own with create_api.
+    """
+    return create_api(database_services, RateLimiter(0))
+
+
+@pytest.fixture
+async def services(database: Database, database_services: Services) -> Services:
+    """The services over a database emptied for this test."""
+    await wipe(database)
+    return database_services
 
 
 @dataclass
@@ -105,10 +123,10 @@ TenantFactory = Callable[..., Awaitable[Tenant]]
 
 
 @pytest.fixture
-async def make_tenant(services: Services) -> AsyncIterator[TenantFactory]:
+async def make_tenant(services: Services, shared_app: FastAPI) -> AsyncIterator[TenantFactory]:
     """Build tenants: ``await make_tenant("acme", domain_limit=5)``."""
     clients: list[httpx.AsyncClient] = []
-    app = create_api(services, RateLimiter(0))
+    app = shared_app
 
     async def factory(
         handle: str = "acme",

@@ -8,10 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from mailmoat.api.app import create_api
-from mailmoat.api.ratelimit import RateLimiter
-from mailmoat.services.container import Services
 from tests.conftest import api_client
 
 DEFAULT_SETTINGS = {
@@ -100,9 +98,9 @@ async def shown(client: httpx.AsyncClient, domain: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def client_with_key(services: Services, key: str) -> AsyncIterator[httpx.AsyncClient]:
-    """Another HTTP client on the same services, authenticated with ``key``."""
-    async with api_client(create_api(services, RateLimiter(0)), key) as client:
+async def client_with_key(app: FastAPI, key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Another HTTP client on the same application, authenticated with ``key``."""
+    async with api_client(app, key) as client:
         yield client
 
 
@@ -133,3 +131,22 @@ async def call(
     if isinstance(body, dict) and body.get("apiKey") == "{key}":
         body = {"apiKey": client.headers["X-API-Key"]}
     return await client.request(method, path.format(d=domain), json=body)
+
+
+async def provision_names(client: httpx.AsyncClient, subscription: str, *names: str) -> None:
+    """Provision domains through the API in one batch, failing the test on any error."""
+    response = await client.post(
+        "/domains/batch",
+        params={"subscriptionHandle": subscription},
+        json={"domains": [{"domain": n} for n in names]},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["errors"] == [], response.text
+
+
+async def add_user(client: httpx.AsyncClient, email: str, **params: str) -> httpx.Response:
+    response = await client.put(
+        "/users", params={"email_address": email, "admin": "false", **params}
+    )
+    assert response.status_code == 201, response.text
+    return response

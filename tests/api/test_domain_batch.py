@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from mailmoat.services.container import Services
 from tests.api.helpers import (
@@ -304,7 +305,12 @@ async def test_batch_overwrite_failure_is_per_item(tenant: Tenant) -> None:
         tenant.client,
         tenant.subscription,
         [
-            {"domain": "two.example", "aliases": ["busy.example"]},
+            {
+                "domain": "two.example",
+                "settings": {"abusePolicy": "block"},
+                "admins": ["new@two.example"],
+                "aliases": ["busy.example"],
+            },
             {"domain": "three.example"},
         ],
         overwrite="true",
@@ -313,7 +319,7 @@ async def test_batch_overwrite_failure_is_per_item(tenant: Tenant) -> None:
     assert await shown(tenant.client, "two.example") == before
 
 
-async def test_batch_associate_key(tenant: Tenant, services: Services) -> None:
+async def test_batch_associate_key(tenant: Tenant, services: Services, shared_app: FastAPI) -> None:
     second = await services.keys.create(tenant.customer_id, "second")
     response = await batch(
         tenant.client,
@@ -323,7 +329,7 @@ async def test_batch_associate_key(tenant: Tenant, services: Services) -> None:
     )
     assert outcome(response) == ([("private.example", 201)], [])
     await provision_many(tenant.client, tenant.subscription, ["shared.example"])
-    async with client_with_key(services, second.token) as other_key:
+    async with client_with_key(shared_app, second.token) as other_key:
         assert await listed(other_key) == (["shared.example"], 1)
         # Another key of the customer cannot take it over through a batch either.
         response = await batch(other_key, tenant.subscription, [{"domain": "private.example"}])

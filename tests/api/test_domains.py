@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -471,7 +472,6 @@ async def test_delete_domain(tenant: Tenant, make_tenant: TenantFactory, form: s
     await provision(other.client, "alias-bücher.example", other.subscription)
 
 
-@pytest.mark.parametrize("method", ["GET", "DELETE"])
 @pytest.mark.parametrize(
     ("name", "status"),
     [
@@ -494,7 +494,7 @@ async def test_delete_domain(tenant: Tenant, make_tenant: TenantFactory, form: s
     ],
 )
 async def test_get_and_delete_errors(
-    tenant: Tenant, make_tenant: TenantFactory, method: str, name: str, status: int
+    tenant: Tenant, make_tenant: TenantFactory, name: str, status: int
 ) -> None:
     other = await make_tenant("globex")
     await provision(
@@ -503,7 +503,8 @@ async def test_get_and_delete_errors(
     mine = await provision(
         tenant.client, "main.example", tenant.subscription, aliases=["alt.example"]
     )
-    assert_error(await tenant.client.request(method, f"/domains/{name}"), status)
+    for method in ("GET", "DELETE"):
+        assert_error(await tenant.client.request(method, f"/domains/{name}"), status)
     # Nothing was deleted.
     assert await shown(tenant.client, "main.example") == mine
     assert await listed(other.client) == (["theirs.example"], 1)
@@ -561,3 +562,35 @@ async def test_batch_deprovision_invalid_request_is_400(
 ) -> None:
     assert_error(await twelve.client.post("/domains/batch/deprovision", json=body), 400)
     assert (await listed(twelve.client))[1] == 12
+
+
+async def test_concurrent_requests_cannot_exceed_the_domain_limit(
+    make_tenant: TenantFactory,
+) -> None:
+    small = await make_tenant("small", domain_limit=2)
+    responses = await asyncio.gather(
+        *(
+            small.client.post(
+                "/domains",
+                json={"domain": f"race{i}.example", "subscriptionHandle": small.subscription},
+            )
+            for i in range(6)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 201, 403, 403, 403, 403], [r.text for r in responses]
+    assert (await listed(small.client))[1] == 2
+
+
+async def test_concurrent_provisioning_of_one_name(
+    tenant: Tenant, make_tenant: TenantFactory
+) -> None:
+    other = await make_tenant("globex")
+    requests = [
+        client.post("/domains", json={"domain": "race.example", "subscriptionHandle": sub})
+        for client, sub in [(tenant.client, tenant.subscription), (other.client, "globex")] * 2
+    ]
+    statuses = [r.status_code for r in await asyncio.gather(*requests)]
+    # One customer wins (201, then 200 for its second try); the other gets 409 twice.
+    assert sorted(statuses) == [200, 201, 409, 409], statuses
+    assert (await listed(tenant.client))[1] + (await listed(other.client))[1] == 1

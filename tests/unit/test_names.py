@@ -70,6 +70,7 @@ def test_parse_domain_gives_both_forms(raw: str, ascii_form: str, unicode_form: 
         f"{'a' * 64}.example",
         LONGEST + "c",
         "xn--.example",
+        "ab--cd.example",
         "xn--zz-invalid-punycode-.example",
     ],
 )

@@ -30,7 +30,8 @@ def normalize_target(raw: str) -> str:
         raise InvalidName("downstream target must be 1-255 characters")
     bracketless = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     if is_ip_literal(bracketless):
-        return str(ipaddress.ip_address(bracketless.strip()))  # canonical: 2001:DB8:0::1 → 2001:db8::1
+        # Canonical form: 2001:DB8:0::1 becomes 2001:db8::1.
+        return str(ipaddress.ip_address(bracketless.strip()))
     dotted = text.endswith(".")
     name = parse_domain(text, allow_trailing_dot=True).ascii
     return name + "." if dotted else name

@@ -197,8 +197,11 @@ class DomainService:
     async def _own_subscription(
         self, session: AsyncSession, caller: Caller, handle: str
     ) -> Subscription:
+        # FOR UPDATE: concurrent provisioning into one subscription must take turns,
+        # or each could count the domains before the others insert and pass the limit.
+        # (SQLite write transactions are serialised already; it ignores the clause.)
         subscription = await session.scalar(
-            select(Subscription).where(Subscription.handle == handle)
+            select(Subscription).where(Subscription.handle == handle).with_for_update()
         )
         if subscription is None or subscription.customer_id != caller.customer_id:
             raise Forbidden(f"subscription {handle!r} is not one of yours")
@@ -390,13 +393,11 @@ class DomainService:
     async def _apply_sections(
         self, session: AsyncSession, domain: Domain, sections: ParsedSections
     ) -> None:
-        """Replace each section present in the request; keep the others."""
-        if sections.settings is not None:
-            settings = sections.settings.apply(settings_of(domain))
-            domain.abuse_policy = settings.abuse_policy.value
-            domain.abuse_policy_override = settings.abuse_policy_override
-            domain.spam_header_name = settings.spam_header_name
-            domain.spam_header_value = settings.spam_header_value
+        """Replace each section present in the request; keep the others.
+
+        Conflicts are checked before anything changes: a batch carries on after a
+        refused item, which must leave its domain as it was.
+        """
         if sections.aliases is not None:
             wanted = [a.ascii for a in sections.aliases]
             clashing = await repo.domains_by_names(session, wanted)
@@ -406,6 +407,13 @@ class DomainService:
             foreign = [n for n, owner in taken.items() if owner != domain.id]
             if foreign:
                 raise Conflict(f"alias {foreign[0]} is already in use by another domain")
+        if sections.settings is not None:
+            settings = sections.settings.apply(settings_of(domain))
+            domain.abuse_policy = settings.abuse_policy.value
+            domain.abuse_policy_override = settings.abuse_policy_override
+            domain.spam_header_name = settings.spam_header_name
+            domain.spam_header_value = settings.spam_header_value
+        if sections.aliases is not None:
             await repo.clear_children(session, DomainAlias, domain.id)
             await session.flush()
             await repo.bulk_insert(session, DomainAlias, _alias_rows(domain.id, sections.aliases))

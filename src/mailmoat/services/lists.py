@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.database import Database
@@ -48,14 +49,13 @@ async def add_entry(
     session: AsyncSession, caller: Caller, scope: Scope, action: ListAction, value: ListItemValue
 ) -> ListItemView:
     """Add an item; adding one that is already there is not an error."""
-    existing = await session.scalar(
-        select(ListEntry).where(
-            ListEntry.customer_id == caller.customer_id,
-            ListEntry.scope == scope.key,
-            ListEntry.action == action.value,
-            ListEntry.item == value.item,
-        )
+    same = select(ListEntry).where(
+        ListEntry.customer_id == caller.customer_id,
+        ListEntry.scope == scope.key,
+        ListEntry.action == action.value,
+        ListEntry.item == value.item,
     )
+    existing = await session.scalar(same)
     if existing is not None:
         return _view(existing)
     entry = ListEntry(
@@ -67,8 +67,15 @@ async def add_entry(
         item=value.item,
         item_type=value.item_type.value,
     )
-    session.add(entry)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(entry)
+    except IntegrityError:
+        # A concurrent request added the same item first (PostgreSQL).
+        existing = await session.scalar(same)
+        if existing is None:
+            raise
+        return _view(existing)
     return _view(entry)
 
 

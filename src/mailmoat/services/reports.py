@@ -6,8 +6,10 @@ import enum
 from dataclasses import dataclass
 from email import message_from_string, policy
 from email.errors import MessageError
+from email.utils import getaddresses
 
 from mailmoat.db.database import Database
+from mailmoat.db.domains_repo import alias_owner
 from mailmoat.db.tables import Report
 from mailmoat.domain.names import InvalidName, parse_email
 from mailmoat.services.caller import Caller
@@ -68,16 +70,21 @@ class ReportService:
         async with self.db.write() as session:
             domain_id = None
             if recipient:
+                # The first address, display names and comments removed.
+                found = getaddresses([recipient])
                 try:
-                    address = parse_email(recipient.strip().strip("<>").split(",")[0].strip())
+                    address = parse_email(found[0][1]) if found else None
                 except InvalidName:
                     address = None
                 if address is not None:
+                    name = address.domain.ascii
+                    # Mail to an alias domain is mail to its domain.
+                    canonical = await alias_owner(session, name)
+                    if canonical is not None and canonical.customer_id == caller.customer_id:
+                        name = canonical.name_ascii
                     try:
                         domain_id = (
-                            await load_domain(
-                                session, caller, address.domain.ascii, foreign=Unauthorized
-                            )
+                            await load_domain(session, caller, name, foreign=Unauthorized)
                         ).id
                     except NotFound:
                         domain_id = None

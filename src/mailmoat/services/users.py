@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.database import Database
@@ -101,7 +102,17 @@ class UserService:
                 email=email.ascii,
                 filter=filtered,
             )
-            session.add(recipient)
+            try:
+                async with session.begin_nested():
+                    session.add(recipient)
+            except IntegrityError:
+                # A concurrent request created the same address first (PostgreSQL).
+                existing = await session.scalar(
+                    select(Recipient).where(Recipient.email == email.ascii)
+                )
+                if existing is None:
+                    raise
+                return PutUserResult(await self._view(session, existing, domain), [], created=False)
             if admin and not await session.scalar(
                 select(DomainAdmin.id).where(
                     DomainAdmin.domain_id == domain.id, DomainAdmin.email == email.ascii

@@ -69,7 +69,7 @@ async def remove_domain_entry(
     return Response(status_code=204)
 
 
-@router.get("/users/{email}/lists/{listname}", response_model=list[ListItem], responses=ERRORS)
+@router.get("/users/{email:path}/lists/{listname}", response_model=list[ListItem], responses=ERRORS)
 async def user_entries(
     caller: CallerDep, svc: ServicesDep, email: EmailPath, listname: ListName
 ) -> list[ListItem]:
@@ -77,7 +77,10 @@ async def user_entries(
 
 
 @router.post(
-    "/users/{email}/lists/{listname}", status_code=201, response_model=ListItem, responses=ERRORS
+    "/users/{email:path}/lists/{listname}",
+    status_code=201,
+    response_model=ListItem,
+    responses=ERRORS,
 )
 async def add_user_entry(
     caller: CallerDep, svc: ServicesDep, email: EmailPath, listname: ListName, item: ListPost
@@ -85,7 +88,7 @@ async def add_user_entry(
     return ListItem.of(await svc.lists.add(caller, listname.action, item.item, user=email))
 
 
-@router.delete("/users/{email}/lists/{listname}", status_code=204, responses=ERRORS)
+@router.delete("/users/{email:path}/lists/{listname}", status_code=204, responses=ERRORS)
 async def remove_user_entry(
     caller: CallerDep, svc: ServicesDep, email: EmailPath, listname: ListName, item: Item
 ) -> Response:
