@@ -45,6 +45,19 @@ async def alias_owner(session: AsyncSession, name_ascii: str) -> Domain | None:
     )
 
 
+async def alias_owners(session: AsyncSession, names: Sequence[str]) -> dict[str, Domain]:
+    """Map of alias name → the domain it is an alias of, for names in use as aliases."""
+    found: dict[str, Domain] = {}
+    for part in chunks(list(names)):
+        rows = await session.execute(
+            select(DomainAlias.name_ascii, Domain)
+            .join(Domain, DomainAlias.domain_id == Domain.id)
+            .where(DomainAlias.name_ascii.in_(part))
+        )
+        found.update({name: domain for name, domain in rows})
+    return found
+
+
 async def domains_by_names(session: AsyncSession, names: Sequence[str]) -> dict[str, Domain]:
     found: dict[str, Domain] = {}
     for part in chunks(list(names)):

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import insert
+
 from mailmoat.db.database import Database
-from mailmoat.db.tables import LoginLink, utcnow
+from mailmoat.db.tables import LoginLink, new_id, utcnow
 from mailmoat.services.caller import Caller
-from mailmoat.services.domains import MAX_BATCH, load_domain
+from mailmoat.services.domains import MAX_BATCH, load_domains
 from mailmoat.services.errors import InvalidInput, ServiceError, Unauthorized
 from mailmoat.services.secrets import TokenHasher, new_token
 
@@ -46,21 +48,22 @@ class LoginLinkService:
         results: list[LinkResult] = []
         expires = utcnow() + self.lifetime
         async with self.db.write() as session:
-            for raw in names:
-                try:
-                    domain = await load_domain(session, caller, raw, foreign=Unauthorized)
-                except ServiceError as exc:
+            found = await load_domains(session, caller, names, foreign=Unauthorized)
+            rows: list[dict[str, object]] = []
+            for raw, domain in zip(names, found, strict=True):
+                if isinstance(domain, ServiceError):
                     if single:
-                        raise
-                    results.append(LinkResult(str(raw), exc.code, exc.message))
+                        raise domain
+                    results.append(LinkResult(str(raw), domain.code, domain.message))
                     continue
                 token = new_token("ml")
-                session.add(
-                    LoginLink(
-                        domain_id=domain.id,
-                        token_hash=self.hasher.hash(token),
-                        expires_at=expires,
-                    )
+                rows.append(
+                    {
+                        "id": new_id(),
+                        "domain_id": domain.id,
+                        "token_hash": self.hasher.hash(token),
+                        "expires_at": expires,
+                    }
                 )
                 results.append(
                     LinkResult(
@@ -70,4 +73,6 @@ class LoginLinkService:
                         f"{self.public_url}{CONSOLE_LOGIN_PATH}{token}",
                     )
                 )
+            if rows:
+                await session.execute(insert(LoginLink), rows)
         return results

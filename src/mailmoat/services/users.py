@@ -85,7 +85,12 @@ class UserService:
             existing = await session.scalar(select(Recipient).where(Recipient.email == email.ascii))
             if existing is not None:
                 return PutUserResult(await self._view(session, existing, domain), [], created=False)
-            subscription = await session.get(Subscription, domain.subscription_id)
+            # Locked so that concurrent requests cannot both take the last free place.
+            subscription = await session.scalar(
+                select(Subscription)
+                .where(Subscription.id == domain.subscription_id)
+                .with_for_update()
+            )
             assert subscription is not None
             filtered = filter_mode != FilterMode.FALSE
             if filtered and not await has_room(session, subscription):
