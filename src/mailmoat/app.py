@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -82,6 +82,19 @@ def _banner(settings: Settings, first: FirstStart | None, console: Console) -> N
         )
         console.print(f"  [bold green]{first.api_key}[/bold green]\n", soft_wrap=True)
     console.file.flush()  # operators tail this through pipes and journals
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (uvicorn[standard] brings it), else asyncio's.
+
+    uvicorn picks uvloop only when it creates the loop itself; ``serve`` runs it
+    inside a loop of its own, so the choice is made here.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _wait_for_signal() -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailmoat.app import open_services
+from mailmoat.app import event_loop_factory, open_services
 from mailmoat.app import serve as serve_gateway
 from mailmoat.config import Role, Settings
 from mailmoat.services.container import Services
@@ -74,8 +74,11 @@ def serve(
         smtp_listen=smtp_listen,
         role=role,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_gateway(settings))
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=event_loop_factory()) as runner,
+    ):
+        runner.run(serve_gateway(settings))
 
 
 def customer_json(view: CustomerView) -> dict[str, Any]:

@@ -24,7 +24,8 @@ class RateLimited(ServiceError):
         self.retry_after = retry_after
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, per request.
     found: Services = request.app.state.services
     return found
 
