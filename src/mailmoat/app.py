@@ -42,6 +42,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             secret_key=settings.secret_key,
             public_url=settings.effective_public_url,
             login_link_lifetime=settings.login_link_lifetime,
+            key_cache_seconds=settings.key_cache_seconds,
         )
     finally:
         await database.dispose()

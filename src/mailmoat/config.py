@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     rate_limit: int = Field(100, ge=0, description="API requests per second per customer; 0=off")
     public_url: str | None = Field(None, description="base URL of login links")
     login_link_ttl: int = Field(900, ge=30, description="login-link lifetime in seconds")
+    key_cache_seconds: float = Field(
+        5.0, ge=0, le=300, description="how long a node trusts an API key it has checked"
+    )
     log_level: str = "info"
 
     @field_validator("api_listen", "smtp_listen")

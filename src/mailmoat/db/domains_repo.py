@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.tables import (
@@ -16,6 +31,7 @@ from mailmoat.db.tables import (
     DownstreamAddress,
     Subscription,
 )
+from mailmoat.domain.downstream import DownstreamAddress as Downstream
 
 CHUNK = 500
 
@@ -90,43 +106,72 @@ async def count_in_subscription(session: AsyncSession, subscription_id: str) -> 
     )
 
 
+# Subscription handles never change once created, so every process may keep them.
+_HANDLES: dict[str, str] = {}
+
+
 async def subscription_handles(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]:
-    unique = list(set(ids))
-    result: dict[str, str] = {}
-    for part in chunks(unique):
+    unique = set(ids)
+    missing = [i for i in unique if i not in _HANDLES]
+    for part in chunks(missing):
         rows = await session.execute(
             select(Subscription.id, Subscription.handle).where(Subscription.id.in_(part))
         )
-        result.update({i: h for i, h in rows})
-    return result
+        _HANDLES.update({i: h for i, h in rows})
+    return {i: _HANDLES[i] for i in unique if i in _HANDLES}
 
 
-async def children(
-    session: AsyncSession, domain_ids: Sequence[str]
-) -> tuple[dict[str, list[DomainAlias]], dict[str, list[str]], dict[str, list[DownstreamAddress]]]:
-    aliases: dict[str, list[DomainAlias]] = defaultdict(list)
-    admins: dict[str, list[str]] = defaultdict(list)
-    downstreams: dict[str, list[DownstreamAddress]] = defaultdict(list)
+@dataclass(slots=True)
+class Children:
+    """What hangs off a set of domains, by domain id, each list in display order."""
+
+    aliases: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    admins: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    downstreams: dict[str, list[Downstream]] = field(default_factory=lambda: defaultdict(list))
+
+
+def _children_query(part: Sequence[str]) -> Any:
+    """Aliases, admins and downstream addresses in one round trip (UNION ALL)."""
+    no_int = cast(null(), Integer)
+    no_text = cast(null(), String)
+    return union_all(
+        select(
+            literal("alias").label("kind"), DomainAlias.domain_id, no_int.label("pos"),
+            DomainAlias.name_ascii.label("a"), DomainAlias.name_unicode.label("b"),
+            no_int.label("priority"), no_int.label("weight"), no_int.label("port"),
+        ).where(DomainAlias.domain_id.in_(part)),
+        select(
+            literal("admin"), DomainAdmin.domain_id, no_int, DomainAdmin.email, no_text,
+            no_int, no_int, no_int,
+        ).where(DomainAdmin.domain_id.in_(part)),
+        select(
+            literal("downstream"), DownstreamAddress.domain_id, DownstreamAddress.position,
+            DownstreamAddress.target, no_text, DownstreamAddress.priority,
+            DownstreamAddress.weight, DownstreamAddress.port,
+        ).where(DownstreamAddress.domain_id.in_(part)),
+    )  # fmt: skip
+
+
+async def children(session: AsyncSession, domain_ids: Sequence[str]) -> Children:
+    found = Children()
+    positioned: list[tuple[int, str, Downstream]] = []
     for part in chunks(list(domain_ids)):
-        for alias in await session.scalars(
-            select(DomainAlias)
-            .where(DomainAlias.domain_id.in_(part))
-            .order_by(DomainAlias.name_ascii)
+        for kind, domain_id, pos, a, b, priority, weight, port in await session.execute(
+            _children_query(part)
         ):
-            aliases[alias.domain_id].append(alias)
-        for domain_id, email in await session.execute(
-            select(DomainAdmin.domain_id, DomainAdmin.email)
-            .where(DomainAdmin.domain_id.in_(part))
-            .order_by(DomainAdmin.email)
-        ):
-            admins[domain_id].append(email)
-        for record in await session.scalars(
-            select(DownstreamAddress)
-            .where(DownstreamAddress.domain_id.in_(part))
-            .order_by(DownstreamAddress.position)
-        ):
-            downstreams[record.domain_id].append(record)
-    return aliases, admins, downstreams
+            if kind == "alias":
+                found.aliases[domain_id].append((a, b))
+            elif kind == "admin":
+                found.admins[domain_id].append(a)
+            else:
+                positioned.append((pos, domain_id, Downstream(priority, weight, port, a)))
+    for aliases in found.aliases.values():
+        aliases.sort()
+    for admins in found.admins.values():
+        admins.sort()
+    for _, domain_id, record in sorted(positioned, key=lambda p: p[0]):
+        found.downstreams[domain_id].append(record)
+    return found
 
 
 async def bulk_insert(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:

@@ -34,9 +34,10 @@ async def build_services(
     secret_key: str | None,
     public_url: str,
     login_link_lifetime: timedelta,
+    key_cache_seconds: float = 0.0,
 ) -> Services:
     hasher = await load_hasher(database, secret_key)
-    keys = KeyService(database, hasher)
+    keys = KeyService(database, hasher, key_cache_seconds)
     return Services(
         db=database,
         customers=CustomerService(database),

@@ -185,20 +185,16 @@ class DomainService:
     async def views(
         self, session: AsyncSession, domains: Sequence[Domain], caller: Caller | None = None
     ) -> list[DomainView]:
-        ids = [d.id for d in domains]
-        aliases, admins, downstreams = await repo.children(session, ids)
+        found = await repo.children(session, [d.id for d in domains])
         handles = await repo.subscription_handles(session, (d.subscription_id for d in domains))
         return [
             DomainView(
                 name=DomainName(d.name_ascii, d.name_unicode),
                 subscription_handle=handles.get(d.subscription_id, ""),
                 settings=settings_of(d),
-                admins=admins.get(d.id, []),
-                downstreams=[
-                    DownstreamAddress(r.priority, r.weight, r.port, r.target)
-                    for r in downstreams.get(d.id, [])
-                ],
-                aliases=[DomainName(a.name_ascii, a.name_unicode) for a in aliases.get(d.id, [])],
+                admins=found.admins.get(d.id, []),
+                downstreams=found.downstreams.get(d.id, []),
+                aliases=[DomainName(a, u) for a, u in found.aliases.get(d.id, [])],
                 associated_with_caller=caller is not None and d.api_key_id == caller.key_id,
             )
             for d in domains
