@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailmoat.app import event_loop_factory, open_services
-from mailmoat.app import serve as serve_gateway
+from mailmoat.bootstrap import open_services
 from mailmoat.config import Role, Settings
 from mailmoat.services.container import Services
 from mailmoat.services.customers import CustomerView
@@ -74,6 +73,9 @@ def serve(
         smtp_listen=smtp_listen,
         role=role,
     )
+    from mailmoat.app import event_loop_factory  # the web stack
+    from mailmoat.app import serve as serve_gateway
+
     with (
         contextlib.suppress(KeyboardInterrupt),
         asyncio.Runner(loop_factory=event_loop_factory()) as runner,

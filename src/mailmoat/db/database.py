@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from mailmoat.db.inline_sqlite import InlineSqlite
+
 
 def normalize_database_url(url: str) -> URL:
     """Map plain URLs onto the async drivers mailmoat uses."""
@@ -58,8 +60,11 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.inline: InlineSqlite | None = None
         if self.is_sqlite:
             self._prepare_sqlite_dir()
+            if self.url.database and self.url.database != ":memory:":
+                self.inline = InlineSqlite(self.url.database)
             self.engine = self._sqlite_engine(immediate=False, echo=echo)
             self.write_engine = self._sqlite_engine(immediate=True, echo=echo)
         else:
@@ -115,6 +120,8 @@ class Database:
         return True
 
     async def dispose(self) -> None:
+        if self.inline is not None:
+            self.inline.close()
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()

@@ -110,6 +110,10 @@ async def count_in_subscription(session: AsyncSession, subscription_id: str) -> 
 _HANDLES: dict[str, str] = {}
 
 
+def known_subscription_handle(subscription_id: str) -> str | None:
+    return _HANDLES.get(subscription_id)
+
+
 async def subscription_handles(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]:
     unique = set(ids)
     missing = [i for i in unique if i not in _HANDLES]
@@ -152,19 +156,40 @@ def _children_query(part: Sequence[str]) -> Any:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class DomainRow:
+    """A domain's own columns, as read by the inline (hot-path) reader."""
+
+    id: str
+    customer_id: str
+    subscription_id: str
+    name_ascii: str
+    name_unicode: str
+    api_key_id: str | None
+    abuse_policy: str
+    abuse_policy_override: bool
+    spam_header_name: str
+    spam_header_value: str
+
+
 async def children(session: AsyncSession, domain_ids: Sequence[str]) -> Children:
+    rows: list[Any] = []
+    for part in chunks(list(domain_ids)):
+        rows.extend(await session.execute(_children_query(part)))
+    return collect_children(rows)
+
+
+def collect_children(rows: Iterable[Sequence[Any]]) -> Children:
+    """Sort the rows of the children query into a Children, each list in display order."""
     found = Children()
     positioned: list[tuple[int, str, Downstream]] = []
-    for part in chunks(list(domain_ids)):
-        for kind, domain_id, pos, a, b, priority, weight, port in await session.execute(
-            _children_query(part)
-        ):
-            if kind == "alias":
-                found.aliases[domain_id].append((a, b))
-            elif kind == "admin":
-                found.admins[domain_id].append(a)
-            else:
-                positioned.append((pos, domain_id, Downstream(priority, weight, port, a)))
+    for kind, domain_id, pos, a, b, priority, weight, port in rows:
+        if kind == "alias":
+            found.aliases[domain_id].append((a, b))
+        elif kind == "admin":
+            found.admins[domain_id].append(a)
+        else:
+            positioned.append((pos, domain_id, Downstream(priority, weight, port, a)))
     for aliases in found.aliases.values():
         aliases.sort()
     for admins in found.admins.values():

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from mailmoat.db.database import Database
+from mailmoat.db.inline_sqlite import InlineUnavailable
 from mailmoat.db.tables import ApiKey, Customer, Domain
 from mailmoat.services.caller import Caller
 from mailmoat.services.errors import InvalidInput, NotFound
@@ -82,6 +83,24 @@ class KeyService:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             return cached[1]
+        row = await self._key_row(token_hash)
+        if row is None:
+            self._cache.pop(token_hash, None)
+            return None
+        caller = Caller(customer_id=row[1], customer_handle=row[2], key_id=row[0])
+        if self.cache_seconds > 0:
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
+            self._cache[token_hash] = (now + self.cache_seconds, caller)
+        return caller
+
+    async def _key_row(self, token_hash: str) -> tuple[str, str, str] | None:
+        """(key id, customer id, customer handle) of the key with this hash."""
+        if self.db.inline is not None:
+            try:
+                return self.db.inline.api_key(token_hash)
+            except InlineUnavailable:
+                pass
         async with self.db.read() as session:
             row = (
                 await session.execute(
@@ -90,15 +109,7 @@ class KeyService:
                     .where(ApiKey.token_hash == token_hash)
                 )
             ).first()
-        if row is None:
-            self._cache.pop(token_hash, None)
-            return None
-        caller = Caller(customer_id=row.customer_id, customer_handle=row.handle, key_id=row.id)
-        if self.cache_seconds > 0:
-            if len(self._cache) >= self.MAX_CACHED:
-                self._cache.clear()
-            self._cache[token_hash] = (now + self.cache_seconds, caller)
-        return caller
+        return (row.id, row.customer_id, row.handle) if row is not None else None
 
     def _forget(self, key_id: str) -> None:
         for token_hash, (_, caller) in list(self._cache.items()):

@@ -1,0 +1,53 @@
+"""Opening an installation: database, migrations, services, first-start bootstrap.
+
+Kept apart from app.py so that CLI commands which never serve HTTP start quickly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from mailmoat.config import Settings
+from mailmoat.db.database import Database
+from mailmoat.db.migrate import migrate
+from mailmoat.services.container import Services, build_services
+from mailmoat.services.customers import DEFAULT_HANDLE
+from mailmoat.services.errors import Conflict
+
+
+@dataclass(slots=True)
+class FirstStart:
+    customer: str
+    api_key: str
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open the database, bring the schema up to date and build the services."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.effective_database_url)
+    try:
+        await migrate(database)
+        yield await build_services(
+            database,
+            secret_key=settings.secret_key,
+            public_url=settings.effective_public_url,
+            login_link_lifetime=settings.login_link_lifetime,
+            key_cache_seconds=settings.key_cache_seconds,
+        )
+    finally:
+        await database.dispose()
+
+
+async def bootstrap(services: Services) -> FirstStart | None:
+    """On an empty database create customer ``default`` and its first key."""
+    if not await services.customers.is_empty():
+        return None
+    try:
+        customer = await services.customers.create(DEFAULT_HANDLE)
+    except Conflict:
+        return None  # another node got there first
+    new = await services.keys.create(customer.id, "created on first start")
+    return FirstStart(customer.handle, new.token)
