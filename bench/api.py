@@ -32,13 +32,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.scratch_pg import throwaway_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILMOAT = Path(sys.executable).parent / "mailmoat"
@@ -220,37 +222,6 @@ class Env:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
-
-
-async def throwaway_postgres(url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
-    """A fresh database beside the one named in ``url``; its URL and a dropper."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    name = f"mailmoat_bench_{uuid.uuid4().hex[:10]}"
-    admin_dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        if await conn.fetchval("SHOW autovacuum") != "on":
-            say(
-                "warning: autovacuum is off on this PostgreSQL server, so tables are never "
-                "analysed: without statistics, IN-list queries turn into sequential scans "
-                "and provisioning slows down as the table grows (production has it on)"
-            )
-    finally:
-        await conn.close()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    new_url = parsed.set(drivername="postgresql", database=name)
-    return new_url.render_as_string(hide_password=False), drop
 
 
 async def create_customers(env: Env, handles: Sequence[str], parallel: int) -> dict[str, str]:
@@ -559,7 +530,9 @@ async def run(args: argparse.Namespace, env: Env) -> None:
     if main_task is not None:  # SIGTERM: unwind, so that the server is stopped
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     if args.database_url:
-        env.database_url, env.drop_database = await throwaway_postgres(args.database_url)
+        env.database_url, env.drop_database = await throwaway_postgres(
+            args.database_url, "mailmoat_bench"
+        )
     only = {part.strip() for part in args.only.split(",")}
     handles = ["default"] + (
         [f"bench-{i:02d}" for i in range(args.concurrency)] if "3" in only else []

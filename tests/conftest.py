@@ -7,18 +7,15 @@ the ``services`` fixture run on PostgreSQL too, in a database created for the ru
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
-from sqlalchemy.engine import make_url
 
 from mailmoat.api.app import create_api
 from mailmoat.api.ratelimit import RateLimiter
@@ -26,32 +23,12 @@ from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
 from mailmoat.db.tables import Base
 from mailmoat.services.container import Services, build_services
+from tests.scratch_pg import throwaway_postgres
 
 PG_URL = os.environ.get("MAILMOAT_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("MAILMOAT_TEST_REDIS_URL")
 PUBLIC_URL = "https://gateway.test"
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
-
-
-async def _create_pg_database(url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
-    """A throw-away database beside the one in ``url``; returns its URL and a dropper."""
-    parsed = make_url(url)
-    name = f"mailmoat_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    return parsed.set(database=name).render_as_string(hide_password=False), drop
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -61,7 +38,7 @@ async def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'mailmoat.db'}"
     else:
         assert PG_URL is not None
-        url, drop = await _create_pg_database(PG_URL)
+        url, drop = await throwaway_postgres(PG_URL)
     db = Database(url)
     await migrate(db)
     yield db
