@@ -83,7 +83,6 @@ class DomainView:
     admins: list[str] = field(default_factory=list)
     downstreams: list[DownstreamAddress] = field(default_factory=list)
     aliases: list[DomainName] = field(default_factory=list)
-    associated_with_caller: bool = False
 
 
 def parse_sections(sections: DomainSections, *, own_name: DomainName) -> ParsedSections:

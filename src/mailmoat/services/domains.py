@@ -180,9 +180,7 @@ async def load_domains(
     return results
 
 
-def _view(
-    domain: AnyDomain, found: repo.Children, handle: str, caller: Caller | None
-) -> DomainView:
+def _view(domain: AnyDomain, found: repo.Children, handle: str) -> DomainView:
     return DomainView(
         name=DomainName(domain.name_ascii, domain.name_unicode),
         subscription_handle=handle,
@@ -190,7 +188,6 @@ def _view(
         admins=found.admins.get(domain.id, []),
         downstreams=found.downstreams.get(domain.id, []),
         aliases=[DomainName(a, u) for a, u in found.aliases.get(domain.id, [])],
-        associated_with_caller=caller is not None and domain.api_key_id == caller.key_id,
     )
 
 
@@ -201,12 +198,10 @@ class DomainService:
 
     # -- reading ---------------------------------------------------------------
 
-    async def views(
-        self, session: AsyncSession, domains: Sequence[Domain], caller: Caller | None = None
-    ) -> list[DomainView]:
+    async def views(self, session: AsyncSession, domains: Sequence[Domain]) -> list[DomainView]:
         found = await repo.children(session, [d.id for d in domains])
         handles = await repo.subscription_handles(session, (d.subscription_id for d in domains))
-        return [_view(d, found, handles.get(d.subscription_id, ""), caller) for d in domains]
+        return [_view(d, found, handles.get(d.subscription_id, "")) for d in domains]
 
     async def get(self, caller: Caller, raw_name: str) -> DomainView:
         name = parse_domain_input(raw_name)
@@ -217,7 +212,7 @@ class DomainService:
                 pass
         async with self.db.read() as session:
             domain = await load_domain(session, caller, name.ascii)
-            return (await self.views(session, [domain], caller))[0]
+            return (await self.views(session, [domain]))[0]
 
     @staticmethod
     def _get_inline(inline: InlineSqlite, caller: Caller, name: DomainName) -> DomainView:
@@ -228,7 +223,7 @@ class DomainService:
         handle = repo.known_subscription_handle(checked.subscription_id)
         if handle is None:
             handle = inline.subscription_handle(checked.subscription_id) or ""
-        return _view(checked, inline.children(checked.id), handle, caller)
+        return _view(checked, inline.children(checked.id), handle)
 
     async def page(
         self, caller: Caller, names: Sequence[str] | None, limit: int, offset: int
@@ -256,7 +251,7 @@ class DomainService:
                     .offset(offset)
                 )
             ).all()
-            return await self.views(session, page, caller), total
+            return await self.views(session, page), total
 
     # -- provisioning ----------------------------------------------------------
 
@@ -422,7 +417,6 @@ class DomainService:
                     admins=sections.admins or [],
                     downstreams=sections.downstreams or [],
                     aliases=sections.aliases or [],
-                    associated_with_caller=associate_key,
                 ),
             )
 
@@ -450,7 +444,7 @@ class DomainService:
                 results[i] = ItemResult(domain.name_unicode, exc.code, exc.message)
                 continue
             await session.flush()
-            view = (await self.views(session, [domain], caller))[0]
+            view = (await self.views(session, [domain]))[0]
             comment = "already provisioned" + ("; settings overwritten" if overwrite else "")
             # 200 for the single endpoint; the batch format only knows 201 for success.
             results[i] = ItemResult(domain.name_unicode, 200 if single else 201, comment, view)
@@ -502,7 +496,7 @@ class DomainService:
             )
             await self._apply_sections(session, domain, parsed)
             await session.flush()
-            return (await self.views(session, [domain], caller))[0]
+            return (await self.views(session, [domain]))[0]
 
     # -- deprovisioning ----------------------------------------------------------
 
@@ -544,7 +538,7 @@ class DomainService:
                 DomainAlias(domain_id=domain.id, name_ascii=alias.ascii, name_unicode=alias.unicode)
             )
             await session.flush()
-            return (await self.views(session, [domain], caller))[0], alias
+            return (await self.views(session, [domain]))[0], alias
 
     async def remove_alias(self, caller: Caller, raw_name: str, raw_alias: str) -> None:
         alias = parse_domain_input(raw_alias)
