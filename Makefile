@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-smtp clean
 
 $(STAMP): pyproject.toml
 	@if [ ! -x "$(BIN)/python" ]; then \
@@ -30,7 +30,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/api.py
+	$(BIN)/python bench/api.py && $(BIN)/python bench/smtp.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+bench-smtp: $(STAMP)
+	$(BIN)/python bench/smtp.py

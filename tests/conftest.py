@@ -19,6 +19,7 @@ from sqlalchemy import delete
 
 from mailmoat.api.app import create_api
 from mailmoat.api.ratelimit import RateLimiter
+from mailmoat.bootstrap import bayes_learner
 from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
 from mailmoat.db.tables import Base
@@ -55,13 +56,19 @@ async def wipe(db: Database) -> None:
 
 
 @pytest.fixture(scope="session")
-async def database_services(database: Database) -> Services:
-    return await build_services(
+async def database_services(
+    database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Services]:
+    services = await build_services(
         database,
         secret_key=None,
         public_url=PUBLIC_URL,
         login_link_lifetime=timedelta(minutes=15),
+        spool_dir=tmp_path_factory.mktemp("spool"),
+        learner=bayes_learner(database, threshold=5.0),
     )
+    yield services
+    await services.intake.close()
 
 
 @pytest.fixture(scope="session")

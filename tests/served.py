@@ -30,6 +30,7 @@ class Served:
     api_key: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    smtp_port: int
 
     @property
     def output(self) -> str:
@@ -40,6 +41,14 @@ def _healthy(base: str) -> bool:
     try:
         return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
     except httpx.TransportError:
+        return False
+
+
+def _accepting(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
         return False
 
 
@@ -56,9 +65,11 @@ def serve(
     extra_args: list[str] | None = None,
     timeout: float = 30.0,
 ) -> Iterator[Served]:
-    port = free_port()
+    port, smtp_port = free_port(), free_port()
     args = [*mailmoat_command(), "serve", "--data-dir", str(data_dir)]
-    args += ["--api-listen", f"127.0.0.1:{port}", *(extra_args or [])]
+    args += ["--api-listen", f"127.0.0.1:{port}", "--smtp-listen", f"127.0.0.1:{smtp_port}"]
+    args += extra_args or []
+    api_served = not any(role in args for role in ("smtp", "worker"))
     if database_url:
         args += ["--database-url", database_url]
     environment = {**os.environ, "COLUMNS": "200", **(env or {})}
@@ -68,12 +79,12 @@ def serve(
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
-        while not _healthy(base):
+        while not (_healthy(base) if api_served else _accepting(smtp_port)):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("mailmoat did not start:\n" + log_path.read_text())
             time.sleep(0.1)
         match = KEY_PATTERN.search(log_path.read_text())
-        yield Served(base, match.group(0) if match else "", process, log_path)
+        yield Served(base, match.group(0) if match else "", process, log_path, smtp_port)
     finally:
         process.terminate()
         try:

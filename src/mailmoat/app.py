@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 
 import uvicorn
 from rich.console import Console
@@ -15,6 +17,7 @@ from mailmoat.api.ratelimit import RateLimiter
 from mailmoat.bootstrap import FirstStart, bootstrap, open_services
 from mailmoat.config import Role, Settings, parse_listen
 from mailmoat.db.database import Database
+from mailmoat.smtp_processes import SmtpChildren, exit_with_parent
 
 log = logging.getLogger("mailmoat")
 
@@ -32,9 +35,15 @@ def _banner(settings: Settings, first: FirstStart | None, console: Console) -> N
         console.print(f"  API docs : {base}{INBOUND_PREFIX}/docs")
         console.print(f"  console  : {base}/console/ (entered through login links)")
     if settings.role in (Role.ALL, Role.SMTP):
-        console.print(f"  SMTP     : {settings.smtp_listen} (not served yet by this version)")
+        console.print(
+            f"  SMTP     : {settings.smtp_listen} (scanner {settings.scanner.value}, "
+            f"max message {settings.smtp_max_message_size} bytes, "
+            f"{settings.smtp_processes} process{'es' if settings.smtp_processes > 1 else ''})"
+        )
+        if serves_api:
+            console.print(f"  metrics  : http://{api_host}:{api_port}/metrics")
     if settings.role in (Role.ALL, Role.WORKER):
-        console.print("  delivery : no delivery workers in this version")
+        console.print("  delivery : accepted mail waits in the queue (no delivery workers yet)")
     if first is not None:
         console.print(
             f"\nFirst start: created customer [bold]{first.customer}[/bold] with this API key "
@@ -57,12 +66,32 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _wait_for_signal() -> None:
+class _ApiServer(uvicorn.Server):
+    """uvicorn that stops on SIGINT/SIGTERM and returns, instead of re-raising the
+    signal at the end (which would kill the process before SMTP, the spool writer
+    and the extra SMTP processes are shut down)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+async def _wait_for_signal(*, with_parent: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(exit_with_parent(stop)) if with_parent else None
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
 
 
 async def serve(settings: Settings, console: Console | None = None) -> None:
@@ -70,8 +99,19 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
-    async with open_services(settings) as services:
+    async with open_services(settings) as services, AsyncExitStack() as stack:
         first = await bootstrap(services)
+        if settings.role in (Role.ALL, Role.SMTP):
+            from mailmoat.smtp_runtime import running_smtp
+
+            await stack.enter_async_context(running_smtp(settings, services))
+            if settings.smtp_processes > 1 and not settings.smtp_child:
+                children = SmtpChildren(settings, settings.smtp_processes - 1)
+                await children.start()
+                stack.push_async_callback(children.stop)
+        if settings.smtp_child:
+            await _wait_for_signal(with_parent=True)
+            return
         _banner(settings, first, console)
         if settings.role in (Role.ALL, Role.API):
             host, port = parse_listen(settings.api_listen)
@@ -84,10 +124,6 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
                 access_log=False,
                 server_header=False,
             )
-            await uvicorn.Server(config).serve()
+            await _ApiServer(config).serve()
         else:
-            log.info(
-                "role %s has nothing to run in this version; idle until stopped",
-                settings.role.value,
-            )
             await _wait_for_signal()

@@ -10,11 +10,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from mailmoat.config import Settings
+from mailmoat.db.bayes_store import DatabaseTokenStore
 from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
+from mailmoat.scanners.builtin import BuiltinScanner
 from mailmoat.services.container import Services, build_services
 from mailmoat.services.customers import DEFAULT_HANDLE
 from mailmoat.services.errors import Conflict
+from mailmoat.services.reports import Learner
 
 
 @dataclass(slots=True)
@@ -30,15 +33,35 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     database = Database(settings.effective_database_url)
     try:
         await migrate(database)
-        yield await build_services(
+        services = await build_services(
             database,
             secret_key=settings.secret_key,
             public_url=settings.effective_public_url,
             login_link_lifetime=settings.login_link_lifetime,
+            spool_dir=settings.spool_dir,
             key_cache_seconds=settings.key_cache_seconds,
+            learner=bayes_learner(database, settings.spam_threshold),
         )
+        try:
+            yield services
+        finally:
+            await services.intake.close()
     finally:
         await database.dispose()
+
+
+def bayes_learner(database: Database, threshold: float) -> Learner:
+    """Misclassification reports teach the built-in scanner's Bayes classifier.
+
+    They do so whichever scanner is configured: spamd and rspamd keep their own
+    training data, which mailmoat does not feed.
+    """
+    scanner = BuiltinScanner(DatabaseTokenStore(database), threshold=threshold)
+
+    async def learn(raw: bytes, scope: str, spam: bool) -> None:
+        await scanner.learn(raw, scope, spam=spam)
+
+    return learn
 
 
 async def bootstrap(services: Services) -> FirstStart | None:

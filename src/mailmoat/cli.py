@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -57,6 +59,14 @@ def run(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
+def share_metrics(directory: Path) -> None:
+    """Let several processes of one node count into one /metrics (prometheus_client's
+    multiprocess mode, which reads this variable when it is first imported)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 @app.command()
 def serve(
     data_dir: DataDir = None,
@@ -73,6 +83,8 @@ def serve(
         smtp_listen=smtp_listen,
         role=role,
     )
+    if settings.smtp_processes > 1 and not settings.smtp_child:
+        share_metrics(settings.metrics_dir)
     from mailmoat.app import event_loop_factory  # the web stack
     from mailmoat.app import serve as serve_gateway
 

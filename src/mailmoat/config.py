@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +28,20 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+class ScannerKind(enum.StrEnum):
+    BUILTIN = "builtin"
+    SPAMD = "spamd"
+    RSPAMD = "rspamd"
+    NONE = "none"
+
+
+class ScannerFailure(enum.StrEnum):
+    """What to do with mail when the scanner cannot answer."""
+
+    TEMPFAIL = "tempfail"
+    ACCEPT = "accept"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAILMOAT_", extra="ignore")
 
@@ -44,6 +59,41 @@ class Settings(BaseSettings):
         5.0, ge=0, le=300, description="how long a node trusts an API key it has checked"
     )
     log_level: str = "info"
+
+    # SMTP intake
+    smtp_hostname: str = Field(
+        default_factory=socket.getfqdn,
+        description="name in the SMTP greeting, Received and Authentication-Results headers",
+    )
+    smtp_max_message_size: int = Field(
+        25 * 1024 * 1024, ge=1024, description="SIZE limit in bytes; larger mail gets 552"
+    )
+    smtp_max_recipients: int = Field(100, ge=1, le=10000)
+    smtp_max_connections: int = Field(1000, ge=1, description="concurrent SMTP sessions")
+    smtp_max_connections_per_ip: int = Field(50, ge=1, description="per client IP")
+    smtp_timeout: float = Field(300.0, ge=5, description="seconds a session may stay idle")
+    smtp_tls_cert: Path | None = Field(None, description="PEM certificate chain for STARTTLS")
+    smtp_tls_key: Path | None = Field(None, description="PEM private key for STARTTLS")
+    smtp_proxy_protocol: bool = Field(False, description="expect a HAProxy PROXY header")
+    smtp_processes: int = Field(
+        1, ge=1, le=64, description="processes accepting SMTP on the one port (SO_REUSEPORT)"
+    )
+    smtp_child: bool = Field(
+        False, description="set by mailmoat in the extra SMTP processes it starts itself"
+    )
+
+    # Filtering
+    scanner: ScannerKind = ScannerKind.BUILTIN
+    spam_threshold: float = Field(5.0, description="built-in scanner: score at which mail is spam")
+    spamd_address: str = Field("127.0.0.1:783", description="SpamAssassin spamd HOST:PORT")
+    rspamd_url: str = Field("http://127.0.0.1:11333", description="rspamd normal worker")
+    scanner_timeout: float = Field(20.0, gt=0)
+    scanner_failure: ScannerFailure = ScannerFailure.TEMPFAIL
+    auth_checks: bool = Field(True, description="verify SPF, DKIM and DMARC")
+    dns_servers: str = Field(
+        "", description="comma-separated HOST[:PORT] resolvers; empty = the system's"
+    )
+    dns_timeout: float = Field(3.0, gt=0, description="seconds per DNS query")
 
     @field_validator("api_listen", "smtp_listen")
     @classmethod
@@ -65,6 +115,31 @@ class Settings(BaseSettings):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}"
+
+    def child_environment(self, **overrides: object) -> dict[str, str]:
+        """These settings as MAILMOAT_* variables, for a child process to read back."""
+        values = self.model_dump() | overrides
+        environment = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, enum.Enum):
+                text = str(value.value)
+            else:
+                text = str(value)
+            environment[f"MAILMOAT_{name.upper()}"] = text
+        return environment
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where processes of one node share their metrics when there are several."""
+        return self.data_dir / "metrics"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
 
     @property
     def login_link_lifetime(self) -> timedelta:

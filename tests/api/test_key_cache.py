@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,13 +14,14 @@ from tests.conftest import PUBLIC_URL, api_client
 
 
 @pytest.fixture
-async def cached(services: Services) -> Services:
+async def cached(services: Services, tmp_path: Path) -> Services:
     """Services over the emptied test database, trusting a checked key for 5 minutes."""
     return await build_services(
         services.db,
         secret_key=None,
         public_url=PUBLIC_URL,
         login_link_lifetime=timedelta(minutes=15),
+        spool_dir=tmp_path / "spool",
         key_cache_seconds=300,
     )
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailmoat.cli import app
-from tests.served import KEY_PATTERN, serve
+from tests.served import KEY_PATTERN, free_port, serve
 
 runner = CliRunner()
 
@@ -121,9 +121,13 @@ def test_first_start_prints_one_usable_key_once(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("role", ["smtp", "worker"])
-def test_roles_without_work_yet_start_and_stop_cleanly(data_dir: Path, role: str) -> None:
+def test_single_roles_start_and_stop_cleanly(data_dir: Path, role: str) -> None:
+    smtp = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailmoat", "serve", "--data-dir", str(data_dir), "--role", role],
+        [
+            *(sys.executable, "-m", "mailmoat", "serve", "--data-dir", str(data_dir)),
+            *("--role", role, "--smtp-listen", smtp),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

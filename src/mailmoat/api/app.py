@@ -6,13 +6,15 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from mailmoat import __version__
+from mailmoat import __version__, metrics
 from mailmoat.api.errors import error_response, install_error_handlers
-from mailmoat.api.inbound_v1 import account, domains, lists
+from mailmoat.api.inbound_v1 import account, domains, lists, messages
 from mailmoat.api.ratelimit import RateLimiter
 from mailmoat.services.container import Services
+from mailmoat.services.messages import FILTER_STATES
 
 INBOUND_PREFIX = "/inbound/v1"
 
@@ -65,10 +67,17 @@ def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
     app.state.rate_limiter = rate_limiter
     install_error_handlers(app)
     # account before domains: /domains/batch/login-link must not be taken for a domain.
-    for module in (account, domains, lists):
+    for module in (account, domains, lists, messages):
         app.include_router(module.router, prefix=INBOUND_PREFIX)
 
     app.openapi = lambda: _openapi_with_error_shape(app)  # type: ignore[method-assign]
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        counts = await services.messages.state_counts()
+        for state in FILTER_STATES:
+            metrics.QUEUE_DEPTH.labels(state).set(counts.get(state, 0))
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

@@ -11,10 +11,11 @@ caller falls back to the ordinary async path (``InlineUnavailable``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mailmoat.db.domains_repo import Children, DomainRow, collect_children
+from mailmoat.db.intake_repo import ENTRIES_SQL, RECIPIENT_SQL, RecipientRow, recipient_row
 
 
 class InlineUnavailable(Exception):
@@ -90,6 +91,33 @@ class InlineSqlite:
     def subscription_handle(self, subscription_id: str) -> str | None:
         rows = self._query(_SUBSCRIPTION_HANDLE, (subscription_id,))
         return str(rows[0][0]) if rows else None
+
+    def recipient(self, email: str) -> RecipientRow | None:
+        rows = self._query(RECIPIENT_SQL, (email,))
+        return recipient_row(rows[0] if rows else None)
+
+    def list_entries(
+        self, customer_id: str, scopes: tuple[str, str, str]
+    ) -> list[tuple[str, str, str, str]]:
+        return [(r[0], r[1], r[2], r[3]) for r in self._query(ENTRIES_SQL, (customer_id, *scopes))]
+
+    def bayes_totals(self, scope: str) -> tuple[int, int]:
+        rows = self._query("SELECT spam, ham FROM bayes_totals WHERE scope = ?", (scope,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    def bayes_counts(self, scope: str, tokens: Sequence[str]) -> list[tuple[Any, ...]]:
+        """One Bayes scope's counts for ``tokens`` (those it knows) and its totals.
+
+        Rows are ``(token, spam, ham)``; the totals row, if the scope has learned
+        anything, has token ``None``. One statement, so one read snapshot.
+        """
+        placeholders = ",".join("?" * len(tokens))
+        sql = (
+            "SELECT token, spam, ham FROM bayes_tokens "
+            f"WHERE scope = ? AND token IN ({placeholders}) "
+            "UNION ALL SELECT NULL, spam, ham FROM bayes_totals WHERE scope = ?"
+        )
+        return self._query(sql, (scope, *tokens, scope))
 
     def close(self) -> None:
         if self._conn is not None:

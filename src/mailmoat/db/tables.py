@@ -6,8 +6,11 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -160,6 +163,8 @@ class Recipient(Base):
     domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     filter: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The user's own abuse policy; None follows the domain (see abusePolicyOverride).
+    abuse_policy: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -216,4 +221,77 @@ class Report(Base):
     mail_from: Mapped[str | None] = mapped_column(String(320), nullable=True)
     rcpt_to: Mapped[str | None] = mapped_column(String(320), nullable=True)
     sending_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    message_id: Mapped[str | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Message(Base):
+    """What one domain received in one SMTP transaction: the message log record.
+
+    The bytes (with the headers mailmoat added) live in the spool under ``spool_key``.
+    """
+
+    __tablename__ = "messages"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    domain_id: Mapped[str | None] = mapped_column(
+        ForeignKey("domains.id", ondelete="SET NULL"), nullable=True
+    )
+    domain_name: Mapped[str] = mapped_column(String(255))
+    received_at: Mapped[datetime] = mapped_column()
+    client_ip: Mapped[str] = mapped_column(String(45))
+    client_helo: Mapped[str] = mapped_column(String(255))
+    mail_from: Mapped[str] = mapped_column(String(320))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    message_id_header: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    subject: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rules: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+    auth_results: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reply: Mapped[str] = mapped_column(String(512), default="")
+    spool_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state_changed_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (
+        Index("ix_messages_domain_received", "domain_id", "received_at"),
+        Index("ix_messages_customer_received", "customer_id", "received_at"),
+        Index("ix_messages_message_id_header", "message_id_header"),
+        Index("ix_messages_state_changed", "state", "state_changed_at"),
+    )
+
+
+class MessageRecipient(Base):
+    __tablename__ = "message_recipients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    recipient_id: Mapped[str | None] = mapped_column(
+        ForeignKey("recipients.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class BayesToken(Base):
+    """How often a token was seen in spam and in ham, per classifier scope."""
+
+    __tablename__ = "bayes_tokens"
+    scope: Mapped[str] = mapped_column(String(48), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spam: Mapped[int] = mapped_column(Integer, default=0)
+    ham: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BayesTotals(Base):
+    """How many spam and ham messages a classifier scope has learned from."""
+
+    __tablename__ = "bayes_totals"
+    scope: Mapped[str] = mapped_column(String(48), primary_key=True)
+    spam: Mapped[int] = mapped_column(Integer, default=0)
+    ham: Mapped[int] = mapped_column(Integer, default=0)

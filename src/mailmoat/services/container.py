@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from mailmoat.db.database import Database
+from mailmoat.db.spool import Spool
 from mailmoat.services.customers import CustomerService
 from mailmoat.services.domains import DomainService
+from mailmoat.services.intake import IntakeService
 from mailmoat.services.keys import KeyService
 from mailmoat.services.lists import ListService
 from mailmoat.services.login_links import LoginLinkService
-from mailmoat.services.reports import ReportService
+from mailmoat.services.messages import MessageService
+from mailmoat.services.reports import Learner, ReportService
 from mailmoat.services.secrets import load_hasher
 from mailmoat.services.users import UserService
 
@@ -26,6 +30,8 @@ class Services:
     users: UserService
     login_links: LoginLinkService
     reports: ReportService
+    intake: IntakeService
+    messages: MessageService
 
 
 async def build_services(
@@ -34,10 +40,13 @@ async def build_services(
     secret_key: str | None,
     public_url: str,
     login_link_lifetime: timedelta,
+    spool_dir: Path,
     key_cache_seconds: float = 0.0,
+    learner: Learner | None = None,
 ) -> Services:
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
+    spool = Spool(spool_dir)
     return Services(
         db=database,
         customers=CustomerService(database),
@@ -46,5 +55,7 @@ async def build_services(
         lists=ListService(database),
         users=UserService(database),
         login_links=LoginLinkService(database, hasher, public_url, login_link_lifetime),
-        reports=ReportService(database),
+        reports=ReportService(database, learner),
+        intake=IntakeService(database, spool),
+        messages=MessageService(database, spool),
     )

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email import message_from_string, policy
 from email.errors import MessageError
-from email.utils import getaddresses
+
+from sqlalchemy import select
 
 from mailmoat.db.database import Database
-from mailmoat.db.domains_repo import alias_owner
-from mailmoat.db.tables import Report
+from mailmoat.db.tables import Domain, Message, Report
 from mailmoat.domain.names import InvalidName, parse_email
 from mailmoat.services.caller import Caller
-from mailmoat.services.domains import load_domain
-from mailmoat.services.errors import InvalidInput, NotFound, Unauthorized
+from mailmoat.services.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
 MAX_REPORT_BYTES = 25 * 1024 * 1024
 
@@ -34,8 +34,8 @@ class ReportInput:
     sending_host: str | None = None
 
 
-def _header_fields(content: str) -> tuple[str | None, str | None]:
-    """Message-ID and first recipient of an RFC 5322 message; 400 if it is not one."""
+def _message_id(content: str) -> str | None:
+    """The Message-ID of an RFC 5322 message, whitespace collapsed; 400 if it is not one."""
     if "\x00" in content:
         raise InvalidInput("messageContent must not contain NUL characters")
     if len(content.encode("utf-8", "surrogatepass")) > MAX_REPORT_BYTES:
@@ -47,9 +47,8 @@ def _header_fields(content: str) -> tuple[str | None, str | None]:
         message = message_from_string(content, policy=policy.compat32)
     except (MessageError, ValueError) as exc:
         raise InvalidInput(f"messageContent is not an RFC 5322 message: {exc}") from None
-    message_id = message.get("Message-ID")
-    to = message.get("To")
-    return (str(message_id)[:998] if message_id else None, str(to) if to else None)
+    message_id = " ".join(str(message.get("Message-ID") or "").split())
+    return message_id[:998] or None
 
 
 def _clip(value: str | None, size: int) -> str | None:
@@ -60,38 +59,67 @@ def _clip(value: str | None, size: int) -> str | None:
     return value[:size]
 
 
+Learner = Callable[[bytes, str, bool], Awaitable[None]]
+"""Teaches the spam classifier: (message bytes, classifier scope, is spam)."""
+
+
+def _matching(
+    candidates: list[tuple[Message, str | None]], caller: Caller, rcpt_to: str | None
+) -> Message:
+    """The caller's record among those with the reported Message-ID.
+
+    Several records can share one Message-ID (the same mail to several domains);
+    the envelope recipient, when given, picks among them. Records of a domain
+    associated with another API key are not the caller's to report (403).
+    """
+    mine = [(m, key) for m, key in candidates if m.customer_id == caller.customer_id]
+    if not mine:
+        raise Unauthorized("the reported message was not received for this customer")
+    own = [m for m, key in mine if key is None or key == caller.key_id]
+    if not own:
+        raise Forbidden("the reported message's domain is associated with a different API key")
+    if rcpt_to:
+        try:
+            domain = parse_email(rcpt_to).domain.ascii
+        except InvalidName:
+            domain = ""
+        for message in own:
+            if message.domain_name == domain:
+                return message
+    return own[0]
+
+
 class ReportService:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, learner: Learner | None = None) -> None:
         self.db = database
+        self.learner = learner
 
     async def submit(self, caller: Caller, report: ReportInput) -> None:
-        message_id, to_header = _header_fields(report.message_content)
-        recipient = report.rcpt_to or to_header
+        """Record a misclassification report about a message mailmoat handled, and learn.
+
+        The message is found by its Message-ID: 404 when mailmoat has no record
+        of it, 401 when the only records are another customer's.
+        """
+        message_id = _message_id(report.message_content)
+        if message_id is None:
+            raise NotFound("Message not found: the reported message has no Message-ID")
         async with self.db.write() as session:
-            domain_id = None
-            if recipient:
-                # The first address, display names and comments removed.
-                found = getaddresses([recipient])
-                try:
-                    address = parse_email(found[0][1]) if found else None
-                except InvalidName:
-                    address = None
-                if address is not None:
-                    name = address.domain.ascii
-                    # Mail to an alias domain is mail to its domain.
-                    canonical = await alias_owner(session, name)
-                    if canonical is not None and canonical.customer_id == caller.customer_id:
-                        name = canonical.name_ascii
-                    try:
-                        domain_id = (
-                            await load_domain(session, caller, name, foreign=Unauthorized)
-                        ).id
-                    except NotFound:
-                        domain_id = None
+            rows = await session.execute(
+                select(Message, Domain.api_key_id)
+                .outerjoin(Domain, Domain.id == Message.domain_id)
+                .where(Message.message_id_header == message_id)
+                .order_by(Message.received_at.desc())
+                .limit(100)
+            )
+            candidates = [(message, key) for message, key in rows]
+            if not candidates:
+                raise NotFound("Message not found")
+            matched = _matching(candidates, caller, report.rcpt_to)
             session.add(
                 Report(
                     customer_id=caller.customer_id,
-                    domain_id=domain_id,
+                    domain_id=matched.domain_id,
+                    message_id=matched.id,
                     report_type=report.report_type.value,
                     message_content=report.message_content,
                     message_id_header=message_id,
@@ -100,4 +128,9 @@ class ReportService:
                     rcpt_to=_clip(report.rcpt_to, 320),
                     sending_host=_clip(report.sending_host, 255),
                 )
+            )
+        if self.learner is not None:
+            content = report.message_content.encode("utf-8", "surrogateescape")
+            await self.learner(
+                content, caller.customer_id, report.report_type is ReportType.FALSE_NEGATIVE
             )

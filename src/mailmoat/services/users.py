@@ -137,3 +137,42 @@ class UserService:
             )
         )
         return RecipientView(recipient.email, admin is not None, recipient.filter)
+
+
+async def create_on_arrival(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    subscription_id: str,
+    domain_id: str,
+    email: str,
+) -> Recipient:
+    """The user record for an address that received mail before anyone provisioned it.
+
+    Such users are filtered while the subscription's protected-address limit has
+    room (first come, first served) and delivered unfiltered beyond it.
+    """
+    existing = await session.scalar(select(Recipient).where(Recipient.email == email))
+    if existing is not None:
+        return existing
+    subscription = await session.scalar(
+        select(Subscription).where(Subscription.id == subscription_id).with_for_update()
+    )
+    assert subscription is not None
+    recipient = Recipient(
+        customer_id=customer_id,
+        subscription_id=subscription_id,
+        domain_id=domain_id,
+        email=email,
+        filter=await has_room(session, subscription),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(recipient)
+    except IntegrityError:
+        # Another session created it first (PostgreSQL).
+        existing = await session.scalar(select(Recipient).where(Recipient.email == email))
+        if existing is None:
+            raise
+        return existing
+    return recipient

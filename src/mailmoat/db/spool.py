@@ -1,0 +1,97 @@
+"""The spool: message bytes on disk, written durably before mailmoat says 250.
+
+A message is written to a temporary file, fsynced and renamed into place; the
+directory holding it is fsynced before the message's record is committed, so
+that after a crash a committed record always finds its complete bytes.
+
+Keys are message ids, which start with the time of arrival: files are grouped in
+one directory per ~70 minutes (the first 6 hex digits), so the messages of one
+group commit usually share a directory and one directory fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+_KEY = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+class SpoolError(OSError):
+    """The spool could not store or read a message."""
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._ready_dirs: set[Path] = set()
+
+    def path(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise ValueError(f"invalid spool key {key!r}")
+        return self.root / key[:6] / f"{key}.eml"
+
+    async def write(self, key: str, data: bytes) -> None:
+        """Store durably, directory included."""
+        directory = await self.write_file(key, data)
+        await self.sync_dirs([directory])
+
+    async def write_file(self, key: str, data: bytes) -> Path:
+        """Store the file's bytes durably; its directory entry needs ``sync_dirs``."""
+        return await asyncio.to_thread(self._write_file, key, data)
+
+    def _write_file(self, key: str, data: bytes) -> Path:
+        final = self.path(key)
+        self._ensure_dir(final.parent)
+        temporary = final.with_suffix(".tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, final)
+        except OSError as exc:
+            raise SpoolError(f"cannot store message {key}: {exc}") from exc
+        return final.parent
+
+    async def sync_dirs(self, directories: Iterable[Path]) -> None:
+        unique = set(directories)
+        if unique:
+            await asyncio.to_thread(_fsync_all, unique)
+
+    async def read(self, key: str) -> bytes:
+        try:
+            return await asyncio.to_thread(self.path(key).read_bytes)
+        except OSError as exc:
+            raise SpoolError(f"cannot read message {key}: {exc}") from exc
+
+    async def delete(self, key: str) -> None:
+        def remove() -> None:
+            self.path(key).unlink(missing_ok=True)
+
+        await asyncio.to_thread(remove)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._ready_dirs:
+            return
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync_all([directory.parent])
+        self._ready_dirs.add(directory)
+
+
+def _fsync_all(directories: Iterable[Path]) -> None:
+    for directory in directories:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,132 @@
+"""Reading and adding header fields on raw message bytes, leaving the body untouched."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from email import policy
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+
+_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+# compat32 reads header fields as they are, several times faster than the default
+# policy; only the Subject is decoded (RFC 2047), the other fields are ASCII anyway.
+_PARSER = BytesHeaderParser(policy=policy.compat32)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    message_id: str | None
+    subject: str | None
+    from_header: str | None
+
+
+def split_head(raw: bytes) -> tuple[bytes, bytes]:
+    """The header block (with its final CRLF) and everything after it."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        if raw.startswith(b"\r\n"):
+            return b"", raw
+        return raw, b""
+    return raw[: end + 2], raw[end + 2 :]
+
+
+def _fields(head: bytes) -> list[bytes]:
+    """Header fields, each with its continuation lines."""
+    fields: list[bytes] = []
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _clean(value: str) -> str:
+    return " ".join(value.split())
+
+
+def safe_text(value: str | None, limit: int = 255) -> str:
+    """Client-supplied text made safe for a header: no control characters, bounded."""
+    if not value:
+        return ""
+    return "".join(ch for ch in value if ch.isprintable() and ch not in "()<>;\\")[:limit]
+
+
+def summary(raw: bytes) -> Summary:
+    """Message-ID, Subject and From, decoded; never raises on malformed headers."""
+    head, _ = split_head(raw)
+    try:
+        parsed = _PARSER.parsebytes(head)
+        # The raw values: get() would wrap 8-bit text in a Header and lose it.
+        raw_values = {name.lower(): value for name, value in reversed(list(parsed.raw_items()))}
+        message_id, subject, sender = (
+            raw_values.get(name) for name in ("message-id", "subject", "from")
+        )
+    except Exception:  # malformed header fields must not stop the mail
+        return Summary(None, None, None)
+    return Summary(
+        _clean(str(message_id)) or None if message_id is not None else None,
+        _decoded(subject),
+        None if sender is None else _clean(_decoded(sender) or ""),
+    )
+
+
+def _decoded(value: object) -> str | None:
+    """A header value with RFC 2047 encoded words decoded, as well as can be."""
+    if value is None:
+        return None
+    text = str(value)
+    if "=?" in text:
+        # An unknown charset or a broken encoding keeps the raw text.
+        with contextlib.suppress(Exception):
+            text = str(make_header(decode_header(text)))
+    return _clean(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+_AUTHSERV_ID = re.compile(r"(?:\s|\([^()]*\))*([^\s;()]+)")
+
+
+def authserv_id(value: str) -> str:
+    """The authserv-id an Authentication-Results value starts with (comments skipped)."""
+    match = _AUTHSERV_ID.match(value)
+    return match.group(1).lower() if match else ""
+
+
+def remove_fields(raw: bytes, name: str, authserv: str | None = None) -> bytes:
+    """Drop every field called ``name``; with ``authserv``, only the Authentication-Results
+    fields that claim to come from that authserv-id."""
+    head, rest = split_head(raw)
+    wanted = name.lower().encode()
+    if wanted not in head.lower():
+        return raw  # the usual case: nothing to remove
+    kept = []
+    for field in _fields(head):
+        match = _FIELD_NAME.match(field)
+        if match and match.group(1).lower() == wanted:
+            value = field[match.end() :].decode("utf-8", "replace")
+            if authserv is None or authserv_id(value) == authserv.lower():
+                continue
+        kept.append(field)
+    return b"".join(kept) + rest
+
+
+def fold(name: str, value: str, limit: int = 78) -> bytes:
+    """``Name: value`` folded at spaces so no line is longer than ``limit`` when possible."""
+    words = _clean(value).split(" ")
+    lines: list[str] = []
+    line = f"{name}:"
+    for word in words:
+        if len(line) + 1 + len(word) > limit and line.strip() and line != f"{name}:":
+            lines.append(line)
+            line = "\t" + word
+        else:
+            line = f"{line} {word}"
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def prepend(raw: bytes, fields: list[tuple[str, str]]) -> bytes:
+    """Add header fields at the top, in the order given."""
+    return b"".join(fold(name, value) for name, value in fields) + raw

@@ -1,0 +1,1 @@
+"""Spam scanners behind one ``Scanner`` protocol."""

@@ -1,0 +1,303 @@
+"""What the SMTP front end asks of storage: who a recipient is, and keeping mail safe."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert
+
+from mailmoat.db.batch_writer import BatchWriter
+from mailmoat.db.database import Database
+from mailmoat.db.domains_repo import DomainRow, alias_owner, domain_by_name
+from mailmoat.db.inline_sqlite import InlineUnavailable
+from mailmoat.db.intake_repo import (
+    RecipientRow,
+    entry_scopes,
+    find_recipient,
+    list_entries,
+)
+from mailmoat.db.spool import Spool
+from mailmoat.db.tables import Domain, Message, MessageRecipient
+from mailmoat.domain.lists import ItemType, ListAction
+from mailmoat.domain.names import EmailAddress, InvalidName, parse_email
+from mailmoat.domain.sender_lists import Entry, Tier
+from mailmoat.domain.settings import AbusePolicy
+from mailmoat.services.users import create_on_arrival
+
+
+class MessageState:
+    REJECTED = "rejected"
+    QUARANTINED = "quarantined"
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+STATES = (
+    MessageState.REJECTED,
+    MessageState.QUARANTINED,
+    MessageState.QUEUED,
+    MessageState.DELIVERED,
+    MessageState.FAILED,
+)
+
+
+def new_message_id() -> str:
+    """32 hex digits that sort by arrival time (microseconds, then randomness)."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientContext:
+    """Everything filtering needs to know about one accepted recipient."""
+
+    address: str
+    domain: DomainRow
+    recipient_id: str | None
+    filtered: bool
+    user_policy: AbusePolicy | None
+    entries: tuple[Entry, ...]
+
+    @property
+    def domain_policy(self) -> AbusePolicy:
+        return AbusePolicy(self.domain.abuse_policy)
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """One message log record, with its bytes when they are to be kept."""
+
+    id: str
+    customer_id: str
+    domain_id: str | None
+    domain_name: str
+    received_at: datetime
+    client_ip: str
+    client_helo: str
+    mail_from: str
+    recipients: Sequence[tuple[str, str | None]]
+    verdict: str
+    action: str
+    reason: str
+    state: str
+    reply: str
+    size: int = 0
+    message_id_header: str | None = None
+    subject: str | None = None
+    score: float | None = None
+    rules: list[dict[str, object]] = field(default_factory=list)
+    auth_results: str | None = None
+    data: bytes | None = None
+
+
+_TIERS = {"account": Tier.ACCOUNT, "domain": Tier.DOMAIN, "user": Tier.USER}
+
+
+def _entries(rows: Sequence[tuple[str, str, str, str]]) -> tuple[Entry, ...]:
+    return tuple(
+        Entry(_TIERS[scope.split(":", 1)[0]], ListAction(action), item, ItemType(item_type))
+        for scope, action, item, item_type in rows
+    )
+
+
+def _clip(value: str | None, size: int) -> str | None:
+    return None if value is None else value[:size]
+
+
+class IntakeService:
+    def __init__(self, database: Database, spool: Spool) -> None:
+        self.db = database
+        self.spool = spool
+        self._writer: BatchWriter[Kept] = BatchWriter(self._flush)
+        self._creating: dict[str, asyncio.Future[RecipientRow]] = {}
+        # SQLite group commits run synchronously on one thread of their own.
+        self._sqlite_thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="mailmoat-log") if database.is_sqlite else None
+        )
+
+    async def recipient(self, raw_address: str) -> RecipientContext | None:
+        """The context of a recipient address, or None when its domain is not served here.
+
+        Raises InvalidName for an address that is not one. A user record is created
+        for an address of a served domain the first time it receives mail.
+        """
+        address = parse_email(raw_address)
+        if self.db.inline is not None:
+            try:
+                return await self._recipient_inline(address)
+            except InlineUnavailable:
+                pass
+        async with self.db.read() as session:
+            domain = await domain_by_name(session, address.domain.ascii) or await alias_owner(
+                session, address.domain.ascii
+            )
+            if domain is None:
+                return None
+            row = await find_recipient(session, address.ascii)
+        row = row or await self._create_recipient(domain, address)
+        async with self.db.read() as session:
+            entries = await list_entries(
+                session, domain.customer_id, entry_scopes(domain.id, row.id)
+            )
+        return self._context(address, _domain_row(domain), row, entries)
+
+    async def _recipient_inline(self, address: EmailAddress) -> RecipientContext | None:
+        inline = self.db.inline
+        assert inline is not None
+        domain = inline.domain(address.domain.ascii) or inline.alias_owner(address.domain.ascii)
+        if domain is None:
+            return None
+        row = inline.recipient(address.ascii)
+        if row is None:
+            async with self.db.read() as session:
+                full = await domain_by_name(session, domain.name_ascii)
+            if full is None:  # deprovisioned meanwhile
+                return None
+            row = await self._create_recipient(full, address)
+        entries = inline.list_entries(domain.customer_id, entry_scopes(domain.id, row.id))
+        return self._context(address, domain, row, entries)
+
+    async def _create_recipient(self, domain: Domain, address: EmailAddress) -> RecipientRow:
+        """Create a user record once, however many sessions ask for it at the same time."""
+        pending = self._creating.get(address.ascii)
+        if pending is None:
+            pending = asyncio.ensure_future(self._insert_recipient(domain, address))
+            self._creating[address.ascii] = pending
+            pending.add_done_callback(lambda _: self._creating.pop(address.ascii, None))
+        return await asyncio.shield(pending)
+
+    async def _insert_recipient(self, domain: Domain, address: EmailAddress) -> RecipientRow:
+        async with self.db.write() as session:
+            created = await create_on_arrival(
+                session,
+                customer_id=domain.customer_id,
+                subscription_id=domain.subscription_id,
+                domain_id=domain.id,
+                email=address.ascii,
+            )
+            return RecipientRow(created.id, created.filter, created.abuse_policy)
+
+    @staticmethod
+    def _context(
+        address: EmailAddress,
+        domain: DomainRow,
+        row: RecipientRow,
+        entries: Sequence[tuple[str, str, str, str]],
+    ) -> RecipientContext:
+        policy = AbusePolicy(row.abuse_policy) if row.abuse_policy else None
+        return RecipientContext(
+            address.ascii, domain, row.id, row.filter, policy, _entries(entries)
+        )
+
+    async def keep(self, messages: Sequence[NewMessage]) -> None:
+        """Store bytes durably, then commit the records; return only when both are done."""
+        kept = [m for m in messages if m.data is not None]
+        try:
+            directories = await asyncio.gather(
+                *(self.spool.write_file(m.id, m.data) for m in kept if m.data is not None)
+            )
+            await self._writer.submit(Kept(messages, directories))
+        except Exception:
+            # The sender is told to try again: leave no orphaned bytes behind. (A
+            # cancelled session is not cleaned up: its batch may still commit.)
+            await asyncio.gather(*(self.spool.delete(m.id) for m in kept), return_exceptions=True)
+            raise
+
+    async def _flush(self, batch: Sequence[Kept]) -> None:
+        """One group commit: the spool directories first, then every record at once."""
+        await self.spool.sync_dirs(d for kept in batch for d in kept.directories)
+        messages = [m for kept in batch for m in kept.messages]
+        rows, recipients = _rows(messages)
+        if self._sqlite_thread is not None:
+            engine = self.db.sync_write_engine()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._sqlite_thread, _insert_sync, engine, rows, recipients)
+            return
+        async with self.db.write() as session:
+            await session.execute(insert(Message), rows)
+            if recipients:
+                await session.execute(insert(MessageRecipient), recipients)
+
+    async def close(self) -> None:
+        await self._writer.close()
+        if self._sqlite_thread is not None:
+            self._sqlite_thread.shutdown(wait=True)
+
+
+def _domain_row(domain: Domain) -> DomainRow:
+    return DomainRow(
+        domain.id,
+        domain.customer_id,
+        domain.subscription_id,
+        domain.name_ascii,
+        domain.name_unicode,
+        domain.api_key_id,
+        domain.abuse_policy,
+        domain.abuse_policy_override,
+        domain.spam_header_name,
+        domain.spam_header_value,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """Records to commit, and the spool directories their bytes were written to."""
+
+    messages: Sequence[NewMessage]
+    directories: Sequence[Path]
+
+
+Row = dict[str, Any]
+
+
+def _rows(messages: Sequence[NewMessage]) -> tuple[list[Row], list[Row]]:
+    rows = [
+        {
+            "id": m.id,
+            "customer_id": m.customer_id,
+            "domain_id": m.domain_id,
+            "domain_name": m.domain_name,
+            "received_at": m.received_at,
+            "client_ip": m.client_ip[:45],
+            "client_helo": m.client_helo[:255],
+            "mail_from": m.mail_from[:320],
+            "size": m.size,
+            "message_id_header": _clip(m.message_id_header, 998),
+            "subject": _clip(m.subject, 998),
+            "verdict": m.verdict,
+            "action": m.action,
+            "reason": m.reason,
+            "score": m.score,
+            "rules": m.rules,
+            "auth_results": m.auth_results,
+            "state": m.state,
+            "reply": m.reply[:512],
+            "spool_key": m.id if m.data is not None else None,
+            "state_changed_at": m.received_at,
+        }
+        for m in messages
+    ]
+    recipients = [
+        {"message_id": m.id, "address": address[:320], "recipient_id": recipient_id}
+        for m in messages
+        for address, recipient_id in m.recipients
+    ]
+    return rows, recipients
+
+
+def _insert_sync(engine: Engine, rows: list[Row], recipients: list[Row]) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Message), rows)
+        if recipients:
+            conn.execute(insert(MessageRecipient), recipients)
+
+
+__all__ = ["STATES", "IntakeService", "InvalidName", "MessageState", "NewMessage"]

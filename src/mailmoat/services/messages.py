@@ -1,0 +1,225 @@
+"""The message log and the quarantine: reading records, releasing and deleting mail."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailmoat.db.database import Database
+from mailmoat.db.spool import Spool, SpoolError
+from mailmoat.db.tables import Domain, Message, MessageRecipient
+from mailmoat.domain.names import InvalidName, parse_email
+from mailmoat.services.caller import Caller
+from mailmoat.services.domains import load_domain
+from mailmoat.services.errors import Conflict, InvalidInput, NotFound
+from mailmoat.services.intake import STATES, MessageState
+
+MessageQuery = Select[Any]
+
+DELETED = "deleted"
+FILTER_STATES = (*STATES, DELETED)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    id: str
+    domain: str
+    received_at: datetime
+    client_ip: str
+    client_helo: str
+    mail_from: str
+    recipients: list[str]
+    size: int
+    message_id_header: str | None
+    subject: str | None
+    verdict: str
+    action: str
+    reason: str
+    score: float | None
+    rules: list[dict[str, object]]
+    auth_results: str | None
+    state: str
+    reply: str
+    state_changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    state: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _visible(caller: Caller) -> MessageQuery:
+    """Messages of the caller's customer, without those of domains tied to another key."""
+    other_key = exists().where(
+        Domain.id == Message.domain_id,
+        Domain.api_key_id.is_not(None),
+        Domain.api_key_id != caller.key_id,
+    )
+    return select(Message).where(Message.customer_id == caller.customer_id, ~other_key)
+
+
+def _apply(query: MessageQuery, wanted: MessageFilter) -> MessageQuery:
+    if wanted.state:
+        if wanted.state not in FILTER_STATES:
+            raise InvalidInput(f"state must be one of {', '.join(FILTER_STATES)}")
+        query = query.where(Message.state == wanted.state)
+    if wanted.sender is not None:
+        query = query.where(func.lower(Message.mail_from) == wanted.sender.strip().lower())
+    if wanted.recipient is not None:
+        try:
+            address = parse_email(wanted.recipient).ascii
+        except InvalidName as exc:
+            raise InvalidInput(f"recipient: {exc}") from None
+        query = query.where(
+            exists().where(
+                MessageRecipient.message_id == Message.id, MessageRecipient.address == address
+            )
+        )
+    if wanted.since is not None:
+        query = query.where(Message.received_at >= _utc(wanted.since))
+    if wanted.until is not None:
+        query = query.where(Message.received_at < _utc(wanted.until))
+    return query
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+async def _views(session: AsyncSession, messages: Sequence[Message]) -> list[MessageView]:
+    ids = [m.id for m in messages]
+    recipients: dict[str, list[str]] = {i: [] for i in ids}
+    if ids:
+        rows = await session.execute(
+            select(MessageRecipient.message_id, MessageRecipient.address)
+            .where(MessageRecipient.message_id.in_(ids))
+            .order_by(MessageRecipient.id)
+        )
+        for message_id, address in rows:
+            recipients[message_id].append(address)
+    return [
+        MessageView(
+            m.id,
+            m.domain_name,
+            m.received_at,
+            m.client_ip,
+            m.client_helo,
+            m.mail_from,
+            recipients[m.id],
+            m.size,
+            m.message_id_header,
+            m.subject,
+            m.verdict,
+            m.action,
+            m.reason,
+            m.score,
+            list(m.rules or []),
+            m.auth_results,
+            m.state,
+            m.reply,
+            m.state_changed_at,
+        )
+        for m in messages
+    ]
+
+
+class MessageService:
+    def __init__(self, database: Database, spool: Spool) -> None:
+        self.db = database
+        self.spool = spool
+
+    async def for_domain(
+        self, caller: Caller, domain: str, wanted: MessageFilter, limit: int, offset: int
+    ) -> tuple[list[MessageView], int]:
+        """A domain's log, newest first, and how many records match in all."""
+        async with self.db.read() as session:
+            found = await load_domain(session, caller, domain)
+            query = _apply(_visible(caller).where(Message.domain_id == found.id), wanted)
+            return await self._page(session, query, limit, offset)
+
+    async def quarantine(
+        self, caller: Caller, limit: int, offset: int
+    ) -> tuple[list[MessageView], int]:
+        """Every quarantined message the caller may see, newest first."""
+        async with self.db.read() as session:
+            query = _visible(caller).where(Message.state == MessageState.QUARANTINED)
+            return await self._page(session, query, limit, offset)
+
+    @staticmethod
+    async def _page(
+        session: AsyncSession, query: MessageQuery, limit: int, offset: int
+    ) -> tuple[list[MessageView], int]:
+        total = await session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = await session.scalars(
+            query.order_by(Message.received_at.desc(), Message.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return await _views(session, list(rows)), int(total or 0)
+
+    async def get(self, caller: Caller, message_id: str) -> MessageView:
+        async with self.db.read() as session:
+            message = await self._load(session, caller, message_id)
+            return (await _views(session, [message]))[0]
+
+    async def raw(self, caller: Caller, message_id: str) -> bytes:
+        async with self.db.read() as session:
+            message = await self._load(session, caller, message_id)
+        if message.spool_key is None:
+            raise NotFound(f"the content of message {message_id} is not kept")
+        try:
+            return await self.spool.read(message.spool_key)
+        except SpoolError:
+            raise NotFound(f"the content of message {message_id} is no longer available") from None
+
+    async def release(self, caller: Caller, message_id: str) -> MessageView:
+        """Hand a quarantined message to delivery."""
+        async with self.db.write() as session:
+            message = await self._load(session, caller, message_id, lock=True)
+            if message.state != MessageState.QUARANTINED:
+                raise Conflict(f"message {message_id} is {message.state}, not quarantined")
+            message.state = MessageState.QUEUED
+            message.state_changed_at = datetime.now(UTC)
+            await session.flush()
+            return (await _views(session, [message]))[0]
+
+    async def delete(self, caller: Caller, message_id: str) -> None:
+        """Delete a quarantined message's content; its log record stays, marked deleted."""
+        async with self.db.write() as session:
+            message = await self._load(session, caller, message_id, lock=True)
+            if message.state != MessageState.QUARANTINED:
+                raise Conflict(f"message {message_id} is {message.state}, not quarantined")
+            key = message.spool_key
+            message.state = DELETED
+            message.spool_key = None
+            message.state_changed_at = datetime.now(UTC)
+        if key is not None:
+            await self.spool.delete(key)
+
+    async def state_counts(self) -> dict[str, int]:
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(Message.state, func.count()).group_by(Message.state)
+            )
+            return {state: int(count) for state, count in rows}
+
+    @staticmethod
+    async def _load(
+        session: AsyncSession, caller: Caller, message_id: str, *, lock: bool = False
+    ) -> Message:
+        query = _visible(caller).where(Message.id == message_id)
+        if lock:
+            query = query.with_for_update(of=Message)
+        message: Message | None = await session.scalar(query)
+        if message is None:
+            raise NotFound(f"message {message_id} does not exist")
+        return message

@@ -1,0 +1,1 @@
+"""The SMTP front end: a thin aiosmtpd adapter over the pipeline and services."""

@@ -1,0 +1,81 @@
+"""Extra SMTP processes sharing the listening port (SO_REUSEPORT).
+
+One Python process uses one core; with ``MAILMOAT_SMTP_PROCESSES=N`` the serving
+process starts N-1 more processes of role ``smtp`` on the same port and the
+kernel spreads connections over all of them. They are restarted when they die,
+stopped with the parent, and stop on their own when their parent disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from contextlib import suppress
+
+from mailmoat import metrics
+from mailmoat.config import Role, Settings
+
+log = logging.getLogger(__name__)
+RESTART_DELAY = 1.0
+
+
+class SmtpChildren:
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.environment = os.environ | settings.child_environment(
+            role=Role.SMTP, smtp_processes=1, smtp_child=True
+        )
+        self.count = count
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mailmoat", "serve"],
+            env=self.environment,
+            stdout=subprocess.DEVNULL,  # the banner; logs go to stderr
+        )
+
+    async def start(self) -> None:
+        self._processes = [self._spawn() for _ in range(self.count)]
+        self._watch = asyncio.create_task(self._keep_running())
+
+    async def _keep_running(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(RESTART_DELAY)
+            for index, process in enumerate(self._processes):
+                if process.poll() is not None and not self._stopping:
+                    log.warning(
+                        "SMTP process %d exited (%s); restarting", process.pid, process.returncode
+                    )
+                    metrics.process_gone(process.pid)
+                    self._processes[index] = self._spawn()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watch
+        for process in self._processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes:
+            try:
+                await asyncio.to_thread(process.wait, 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+
+
+async def exit_with_parent(stop: asyncio.Event) -> None:
+    """In a child: set ``stop`` once the process that started it is gone."""
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            log.warning("parent process %d is gone; stopping", parent)
+            stop.set()

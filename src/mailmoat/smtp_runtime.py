@@ -1,0 +1,65 @@
+"""Composition of the SMTP role: scanner, sender authentication, pipeline and server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mailmoat.config import ScannerFailure, Settings, parse_listen
+from mailmoat.db.bayes_store import DatabaseTokenStore
+from mailmoat.pipeline.auth import SenderAuthenticator
+from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
+from mailmoat.pipeline.engine import Pipeline
+from mailmoat.scanners.factory import build_scanner
+from mailmoat.services.container import Services
+from mailmoat.smtp.server import SmtpOptions, SmtpServer
+
+
+def smtp_options(settings: Settings) -> SmtpOptions:
+    return SmtpOptions(
+        hostname=settings.smtp_hostname,
+        max_message_size=settings.smtp_max_message_size,
+        max_recipients=settings.smtp_max_recipients,
+        max_connections=settings.smtp_max_connections,
+        max_connections_per_ip=settings.smtp_max_connections_per_ip,
+        timeout=settings.smtp_timeout,
+        tls_cert=settings.smtp_tls_cert,
+        tls_key=settings.smtp_tls_key,
+        proxy_protocol=settings.smtp_proxy_protocol,
+    )
+
+
+@asynccontextmanager
+async def running_smtp(
+    settings: Settings, services: Services, *, resolver: DnsResolver | None = None
+) -> AsyncIterator[SmtpServer]:
+    """Serve SMTP on ``settings.smtp_listen`` until the block ends."""
+    scanner = build_scanner(
+        settings.scanner.value,
+        store=DatabaseTokenStore(services.db),
+        threshold=settings.spam_threshold,
+        spamd_address=settings.spamd_address,
+        rspamd_url=settings.rspamd_url,
+        timeout=settings.scanner_timeout,
+    )
+    authenticator = None
+    if settings.auth_checks:
+        resolver = resolver or DnsResolver(
+            parse_dns_servers(settings.dns_servers), settings.dns_timeout
+        )
+        authenticator = SenderAuthenticator(resolver, settings.smtp_hostname)
+    pipeline = Pipeline(
+        hostname=settings.smtp_hostname,
+        scanner=scanner,
+        authenticator=authenticator,
+        accept_when_scanner_fails=settings.scanner_failure is ScannerFailure.ACCEPT,
+    )
+    server = SmtpServer(services.intake, pipeline, smtp_options(settings))
+    host, port = parse_listen(settings.smtp_listen)
+    await server.start(host, port, reuse_port=settings.smtp_processes > 1 or settings.smtp_child)
+    try:
+        yield server
+    finally:
+        await server.stop()
+        if scanner is not None:
+            await scanner.close()
