@@ -62,7 +62,7 @@ class Settings(BaseSettings):
 
     # SMTP intake
     smtp_hostname: str = Field(
-        default_factory=socket.getfqdn,
+        default_factory=socket.gethostname,
         description="name in the SMTP greeting, Received and Authentication-Results headers",
     )
     smtp_max_message_size: int = Field(

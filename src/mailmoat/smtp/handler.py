@@ -173,7 +173,7 @@ class GatewayHandler:
     def _data_reply(evaluation: Evaluation) -> str:
         if evaluation.action is not Action.BLOCK:
             return "250 2.0.0 Ok: queued as"
-        if evaluation.decision.reason == "dmarc-reject":
+        if evaluation.decision.reason.startswith("dmarc-"):
             return f"550 5.7.1 Rejected by the sender domain's DMARC policy ({_safe(evaluation)})"
         return f"550 5.7.1 Message rejected as spam ({_safe(evaluation)})"
 
