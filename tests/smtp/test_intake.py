@@ -9,8 +9,14 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from mailmoat.db.spool import Spool
+from mailmoat.pipeline.engine import Pipeline
+from mailmoat.scanners.base import ScanInput, ScanResult
+from mailmoat.services.container import Services
+from mailmoat.services.intake import IntakeService
+from mailmoat.smtp.server import SmtpOptions, SmtpServer
 from tests.api.helpers import add_user, provision_names
-from tests.conftest import TenantFactory
+from tests.conftest import Tenant, TenantFactory
 from tests.smtp.conftest import DOMAIN, GTUBE, HOSTNAME, Gateway, GatewayFactory, message
 
 
@@ -367,3 +373,48 @@ async def test_starttls_with_a_configured_certificate(
     record = await gateway.only_message()
     raw = (await gateway.raw(record["id"])).replace(b"\r\n\t", b" ")
     assert b"with ESMTPS id" in raw
+
+
+async def test_storage_failure_is_a_temporary_failure_and_keeps_nothing(
+    services: Services, tenant: Tenant, tmp_path: Path
+) -> None:
+    """A spool that cannot be written (here: its directory is a file) means 451, not 250."""
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    await provision_names(tenant.client, tenant.subscription, DOMAIN)
+    intake = IntakeService(services.db, Spool(blocked / "spool"))
+    pipeline = Pipeline(hostname=HOSTNAME, scanner=None, authenticator=None)
+    server = SmtpServer(intake, pipeline, SmtpOptions(hostname=HOSTNAME, max_message_size=65536))
+    await server.start("127.0.0.1", 0)
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port) as smtp:
+            await smtp.mail("alice@sender.test")
+            await smtp.rcpt(f"bob@{DOMAIN}")
+            with pytest.raises(aiosmtplib.SMTPDataError) as failed:
+                await smtp.data(message().encode())
+        assert failed.value.code == 451
+    finally:
+        await server.stop()
+        await intake.close()
+    response = await tenant.client.get(f"/domains/{DOMAIN}/messages")
+    assert response.json()["messages"] == []
+
+
+class BrokenScanner:
+    """A scanner with a defect: it raises what no scanner should."""
+
+    name = "broken"
+
+    async def scan(self, message: ScanInput) -> ScanResult:
+        raise RuntimeError("defect")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_internal_error_is_a_temporary_failure(make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway(scanner=BrokenScanner())
+    with pytest.raises(aiosmtplib.SMTPDataError) as failed:
+        await gateway.send(message())
+    assert failed.value.code == 451  # the sender keeps the mail and retries
+    assert await gateway.messages() == []

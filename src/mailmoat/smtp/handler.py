@@ -133,6 +133,14 @@ class GatewayHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope, TransactionEnvelope)
+        try:
+            return await self._receive(session, envelope)
+        except Exception:
+            # Never a 5xx for mailmoat's own failure: the sender would bounce the mail.
+            log.exception("message from %s could not be handled", _client_ip(session))
+            return _reply("DATA", "451 4.3.0 Temporary local problem, try again later")
+
+    async def _receive(self, session: Session, envelope: TransactionEnvelope) -> str:
         profile: Profile = envelope.profile
         raw = normalize_newlines(envelope.original_content or b"")
         contexts: list[RecipientContext] = envelope.contexts
