@@ -20,6 +20,9 @@ from mailmoat.config import Role, Settings
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
+PARENT_VARIABLE = "MAILMOAT_SMTP_PARENT_PID"
+ORPHAN_GRACE = 15.0
+"""Seconds an orphaned SMTP process gets to shut down before it exits regardless."""
 
 
 class SmtpChildren:
@@ -27,6 +30,7 @@ class SmtpChildren:
         self.environment = os.environ | settings.child_environment(
             role=Role.SMTP, smtp_processes=1, smtp_child=True
         )
+        self.environment[PARENT_VARIABLE] = str(os.getpid())
         self.count = count
         self._processes: list[subprocess.Popen[bytes]] = []
         self._watch: asyncio.Task[None] | None = None
@@ -72,10 +76,17 @@ class SmtpChildren:
 
 
 async def exit_with_parent(stop: asyncio.Event) -> None:
-    """In a child: set ``stop`` once the process that started it is gone."""
-    parent = os.getppid()
+    """In a child: set ``stop`` once the process that started it is gone.
+
+    The parent's pid comes from the environment, not from ``getppid()`` at this
+    point: the parent may already have died while the child was starting.
+    """
+    parent = int(os.environ.get(PARENT_VARIABLE) or os.getppid())
     while not stop.is_set():
         await asyncio.sleep(1.0)
         if os.getppid() != parent:
             log.warning("parent process %d is gone; stopping", parent)
             stop.set()
+            # Nobody else will stop this process: make sure it ends. Mail not yet
+            # acknowledged by then is retried by its sender.
+            asyncio.get_running_loop().call_later(ORPHAN_GRACE, os._exit, 1)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,15 @@ def test_several_smtp_processes_share_the_port_and_the_metrics(data_dir: Path) -
         assert 'mailmoat_smtp_replies_total{code="250",command="DATA"} 24.0' in metrics
     # The parent stops its SMTP processes before it exits.
     assert [c for c in children if Path(f"/proc/{c}").exists()] == []
+
+
+def test_extra_smtp_processes_stop_when_their_parent_is_killed(data_dir: Path) -> None:
+    env = {"MAILMOAT_AUTH_CHECKS": "false", "MAILMOAT_SMTP_PROCESSES": "2"}
+    with serve(data_dir, env=env) as served:
+        [child] = _children(served.process.pid)
+        served.process.kill()  # no chance to stop its children
+        served.process.wait()
+        deadline = time.monotonic() + 25
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{child}").exists(), "an orphaned SMTP process kept running"
