@@ -24,6 +24,7 @@ from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
 from mailmoat.db.tables import Base
 from mailmoat.services.container import Services, build_services
+from tests.daemons import rspamd_url, spamd_port  # noqa: F401  (session fixtures, one daemon each)
 from tests.scratch_pg import throwaway_postgres
 
 PG_URL = os.environ.get("MAILMOAT_TEST_DATABASE_URL")

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from pathlib import Path
 
 import authres
 import authres.dmarc
 import dkim
 import pytest
-from dkim import dknewkey
 
 from mailmoat.pipeline.auth import AuthResult, SenderAuthenticator, organizational_domain
 from mailmoat.pipeline.dns import DnsResolver, DnsTempError, parse_dns_servers
 from tests import dnsserver
+from tests.dkim_keys import Key, sign, signature
 from tests.dnsserver import LocalDnsServer
 
 TIMEOUT = 0.25  # per attempt; a lookup gives up after twice that
@@ -40,17 +39,6 @@ def authenticator(resolver: DnsResolver) -> SenderAuthenticator:
     return SenderAuthenticator(resolver, "mx.gateway.test")
 
 
-class Key:
-    """An RSA key made with dkimpy's key tools (they run the openssl command)."""
-
-    def __init__(self, directory: Path) -> None:
-        private, public = directory / "dkim.key", directory / "dkim.txt"
-        dknewkey.GenRSAKeys(str(private), verbose=False)
-        dknewkey.ExtractRSADnsPublicKey(str(private), str(public), verbose=False)
-        self.private_pem = private.read_bytes()
-        self.record = public.read_text()
-
-
 @pytest.fixture(scope="module")
 def key(tmp_path_factory: pytest.TempPathFactory) -> Key:
     return Key(tmp_path_factory.mktemp("dkim"))  # 2048 bits: a record over 255 bytes
@@ -65,22 +53,6 @@ def message(author: str = "Alice <alice@example.test>", body: bytes = b"Hello Bo
         "Message-ID: <1@example.test>\r\n\r\n"
     )
     return head.encode() + body
-
-
-def signature(raw: bytes, key: Key, domain: str, selector: str = "sel") -> bytes:
-    """A DKIM-Signature field for ``raw``, CRLF-terminated."""
-    field: bytes = dkim.sign(
-        raw,
-        selector.encode(),
-        domain.encode(),
-        key.private_pem,
-        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
-    )
-    return field
-
-
-def sign(raw: bytes, key: Key, domain: str, selector: str = "sel") -> bytes:
-    return signature(raw, key, domain, selector) + raw
 
 
 def publish_key(server: LocalDnsServer, key: Key, domain: str, selector: str = "sel") -> None:

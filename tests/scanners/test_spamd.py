@@ -7,7 +7,7 @@ import pytest
 
 from mailmoat.scanners.base import ScanInput, ScannerUnavailable, Verdict
 from mailmoat.scanners.spamd import SpamdScanner, parse_report
-from tests.scanners.conftest import free_port
+from tests.daemons import free_port
 from tests.scanners.messages import GTUBE_MESSAGE, NORMAL
 
 REPORT = """\

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import aiosmtplib
 import authres
-import dkim
 import pytest
-from dkim import dknewkey
 
 from mailmoat.pipeline.auth import SenderAuthenticator
 from mailmoat.pipeline.dns import DnsResolver
-from tests import dnsserver
+from tests import dkim_keys, dnsserver
 from tests.api.helpers import assert_error
+from tests.dkim_keys import Key
 from tests.dnsserver import LocalDnsServer
 from tests.smtp.conftest import DOMAIN, HOSTNAME, Gateway, GatewayFactory, message
 
@@ -43,31 +41,13 @@ async def gateway(make_gateway: GatewayFactory, dns_server: LocalDnsServer) -> G
     return await make_gateway(authenticator=SenderAuthenticator(resolver, HOSTNAME))
 
 
-class Key:
-    """An RSA key made with dkimpy's key tools, and its DNS record."""
-
-    def __init__(self, directory: Path) -> None:
-        private, public = directory / "dkim.key", directory / "dkim.txt"
-        dknewkey.GenRSAKeys(str(private), verbose=False)
-        dknewkey.ExtractRSADnsPublicKey(str(private), str(public), verbose=False)
-        self.private_pem = private.read_bytes()
-        self.record = public.read_text()
-
-
 @pytest.fixture(scope="module")
 def key(tmp_path_factory: pytest.TempPathFactory) -> Key:
     return Key(tmp_path_factory.mktemp("dkim"))
 
 
 def sign(raw: bytes, key: Key, domain: str = SENDER_DOMAIN, selector: str = "sel") -> bytes:
-    field: bytes = dkim.sign(
-        raw,
-        selector.encode(),
-        domain.encode(),
-        key.private_pem,
-        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
-    )
-    return field + raw
+    return dkim_keys.sign(raw, key, domain, selector)
 
 
 def publish(

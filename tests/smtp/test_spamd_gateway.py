@@ -1,7 +1,7 @@
 """The gateway scanning with SpamAssassin's spamd: a real daemon, and one that is not there.
 
-The daemon is the session fixture of tests/scanners/conftest.py, imported here so
-that pytest finds it; its tests skip only when the spamd binary is not installed.
+The daemon is the session fixture ``spamd_port`` of tests/daemons.py (one spamd for
+the whole run); its tests skip only when the spamd binary is not installed.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import aiosmtplib
 import pytest
 
 from mailmoat.scanners.spamd import SpamdScanner
-from tests.scanners.conftest import free_port, spamd_port  # noqa: F401  (fixture)
+from tests.daemons import free_port
 from tests.smtp.conftest import GTUBE, Gateway, GatewayFactory, message
 
 SPAM = message(subject="Test", body=f"{GTUBE}\r\n")
@@ -26,7 +26,7 @@ HAM = message(
 
 
 @pytest.fixture
-async def spamd_gateway(make_gateway: GatewayFactory, spamd_port: int) -> Gateway:  # noqa: F811
+async def spamd_gateway(make_gateway: GatewayFactory, spamd_port: int) -> Gateway:
     return await make_gateway(scanner=SpamdScanner("127.0.0.1", spamd_port, timeout=30))
 
 

@@ -36,7 +36,7 @@ def free_port() -> int:
 def binary(name: str) -> str:
     path = shutil.which(name, path=SBIN_PATH)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian package: see tests/scanners/conftest.py)")
+        pytest.skip(f"{name} is not installed (Debian package: see tests/daemons.py)")
     return path
 
 
