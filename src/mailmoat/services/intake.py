@@ -28,7 +28,8 @@ from mailmoat.db.spool import Spool
 from mailmoat.db.tables import Domain, Message, MessageRecipient
 from mailmoat.domain.lists import ItemType, ListAction
 from mailmoat.domain.names import EmailAddress, InvalidName, parse_email
-from mailmoat.domain.sender_lists import Entry, Tier
+from mailmoat.domain.policy import Action, Profile, recipient_profile
+from mailmoat.domain.sender_lists import Entry, Sender, Tier, decide
 from mailmoat.domain.settings import AbusePolicy
 from mailmoat.services.users import create_on_arrival
 
@@ -50,6 +51,19 @@ STATES = (
 )
 
 
+_STATE_OF_ACTION = {
+    Action.ACCEPT: MessageState.QUEUED,
+    Action.FLAG: MessageState.QUEUED,
+    Action.QUARANTINE: MessageState.QUARANTINED,
+    Action.BLOCK: MessageState.REJECTED,
+}
+
+
+def state_for(action: Action) -> str:
+    """Where a message starts in the log, given what filtering decided."""
+    return _STATE_OF_ACTION[action]
+
+
 def new_message_id() -> str:
     """32 hex digits that sort by arrival time (microseconds, then randomness)."""
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
@@ -66,9 +80,28 @@ class RecipientContext:
     user_policy: AbusePolicy | None
     entries: tuple[Entry, ...]
 
-    @property
-    def domain_policy(self) -> AbusePolicy:
-        return AbusePolicy(self.domain.abuse_policy)
+    def screen(self, sender: Sender) -> Screening:
+        """The RCPT-time decision for mail from ``sender`` to this recipient."""
+        listed = decide(self.entries, sender)
+        if listed is not None and listed.action is ListAction.BLOCKLIST:
+            return Screening(listed.rule, None)
+        profile = recipient_profile(
+            self.domain.customer_id,
+            domain_policy=AbusePolicy(self.domain.abuse_policy),
+            override=self.domain.abuse_policy_override,
+            user_policy=self.user_policy,
+            filtered=self.filtered,
+            safelist_rule=listed.rule if listed is not None else None,
+        )
+        return Screening(None, profile)
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """Refused by a blocklist (``blocked_by`` names the rule), or accepted with a profile."""
+
+    blocked_by: str | None
+    profile: Profile | None
 
 
 @dataclass(slots=True)

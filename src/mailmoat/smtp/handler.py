@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailmoat import metrics
-from mailmoat.domain.lists import ListAction
 from mailmoat.domain.names import InvalidName
-from mailmoat.domain.policy import Action, effective_policy
-from mailmoat.domain.sender_lists import Sender, decide
-from mailmoat.domain.settings import AbusePolicy
+from mailmoat.domain.policy import Action
+from mailmoat.domain.sender_lists import Sender
 from mailmoat.pipeline.engine import Evaluation, Incoming, Pipeline, Stamp
 from mailmoat.pipeline.headers import summary
 from mailmoat.scanners.base import ScannerUnavailable
@@ -25,30 +22,11 @@ from mailmoat.services.intake import (
     NewMessage,
     RecipientContext,
     new_message_id,
+    state_for,
 )
 from mailmoat.smtp.protocol import TransactionEnvelope, normalize_newlines
 
 log = logging.getLogger(__name__)
-
-_STATE = {
-    Action.ACCEPT: MessageState.QUEUED,
-    Action.FLAG: MessageState.QUEUED,
-    Action.QUARANTINE: MessageState.QUARANTINED,
-    Action.BLOCK: MessageState.REJECTED,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """What recipients of one transaction must share so that one reply fits them all.
-
-    Recipients of another customer, or that would be filtered differently, are
-    deferred with 452 and arrive in a later transaction (see docs/smtp.md).
-    """
-
-    customer_id: str
-    policy: AbusePolicy
-    unscanned_reason: str | None
 
 
 def _client_ip(session: Session) -> str:
@@ -106,30 +84,17 @@ class GatewayHandler:
             return _reply("RCPT", "451 4.3.0 Temporary failure, try again later")
         if context is None:
             return _reply("RCPT", "550 5.7.1 Relaying denied: recipient domain is not served here")
-        sender = Sender(_sender(envelope), _client_ip(session))
-        listed = decide(context.entries, sender)
-        if listed is not None and listed.action is ListAction.BLOCKLIST:
-            await self._record_refusal(session, envelope, context, listed.rule)
+        screening = context.screen(Sender(_sender(envelope), _client_ip(session)))
+        if screening.blocked_by is not None:
+            await self._record_refusal(session, envelope, context, screening.blocked_by)
             return _reply("RCPT", "550 5.7.1 Sender is blocked by the recipient's blocklist")
-        profile = self._profile(context, listed.rule if listed else None)
-        if envelope.profile is not None and envelope.profile != profile:
+        if envelope.profile is not None and envelope.profile != screening.profile:
             return _reply("RCPT", "452 4.5.3 Send mail for this recipient in a new transaction")
-        envelope.profile = profile
+        envelope.profile = screening.profile
         envelope.contexts.append(context)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return _reply("RCPT", "250 2.1.5 Recipient OK")
-
-    @staticmethod
-    def _profile(context: RecipientContext, listed_rule: str | None) -> Profile:
-        policy = effective_policy(
-            context.domain_policy, context.domain.abuse_policy_override, context.user_policy
-        )
-        if listed_rule is not None:
-            return Profile(context.domain.customer_id, policy, listed_rule)
-        if not context.filtered:
-            return Profile(context.domain.customer_id, policy, "filter-off")
-        return Profile(context.domain.customer_id, policy, None)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope, TransactionEnvelope)
@@ -141,9 +106,10 @@ class GatewayHandler:
             return _reply("DATA", "451 4.3.0 Temporary local problem, try again later")
 
     async def _receive(self, session: Session, envelope: TransactionEnvelope) -> str:
-        profile: Profile = envelope.profile
+        profile = envelope.profile
+        assert profile is not None  # aiosmtpd asks for a recipient before DATA
         raw = normalize_newlines(envelope.original_content or b"")
-        contexts: list[RecipientContext] = envelope.contexts
+        contexts = envelope.contexts
         incoming = Incoming(
             raw=raw,
             scope=profile.customer_id,
@@ -229,7 +195,7 @@ class GatewayHandler:
                     verdict=evaluation.verdict,
                     action=evaluation.action.value,
                     reason=evaluation.decision.reason,
-                    state=_STATE[evaluation.action],
+                    state=state_for(evaluation.action),
                     reply=reply if data is None else f"{reply} {message_id}",
                     size=len(incoming.raw),
                     message_id_header=about.message_id,

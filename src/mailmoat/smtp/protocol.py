@@ -18,6 +18,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope
 
 from mailmoat import metrics
+from mailmoat.domain.policy import Profile
+from mailmoat.services.intake import RecipientContext
 
 _AUTH_PARAM = re.compile(r"\s+AUTH=\S*", re.IGNORECASE)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -34,8 +36,8 @@ class TransactionEnvelope(Envelope):
 
     def __init__(self) -> None:
         super().__init__()
-        self.contexts: list[Any] = []
-        self.profile: Any = None
+        self.contexts: list[RecipientContext] = []
+        self.profile: Profile | None = None
 
 
 class ConnectionLimits:
