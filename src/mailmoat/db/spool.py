@@ -34,11 +34,6 @@ class Spool:
             raise ValueError(f"invalid spool key {key!r}")
         return self.root / key[:6] / f"{key}.eml"
 
-    async def write(self, key: str, data: bytes) -> None:
-        """Store durably, directory included."""
-        directory = await self.write_file(key, data)
-        await self.sync_dirs([directory])
-
     async def write_file(self, key: str, data: bytes) -> Path:
         """Store the file's bytes durably; its directory entry needs ``sync_dirs``."""
         return await asyncio.to_thread(self._write_file, key, data)

@@ -19,7 +19,6 @@ _PARSER = BytesHeaderParser(policy=policy.compat32)
 class Summary:
     message_id: str | None
     subject: str | None
-    from_header: str | None
 
 
 def split_head(raw: bytes) -> tuple[bytes, bytes]:
@@ -55,21 +54,17 @@ def safe_text(value: str | None, limit: int = 255) -> str:
 
 
 def summary(raw: bytes) -> Summary:
-    """Message-ID, Subject and From, decoded; never raises on malformed headers."""
+    """Message-ID and the decoded Subject; never raises on malformed headers."""
     head, _ = split_head(raw)
     try:
         parsed = _PARSER.parsebytes(head)
         # The raw values: get() would wrap 8-bit text in a Header and lose it.
         raw_values = {name.lower(): value for name, value in reversed(list(parsed.raw_items()))}
-        message_id, subject, sender = (
-            raw_values.get(name) for name in ("message-id", "subject", "from")
-        )
+        message_id, subject = raw_values.get("message-id"), raw_values.get("subject")
     except Exception:  # malformed header fields must not stop the mail
-        return Summary(None, None, None)
+        return Summary(None, None)
     return Summary(
-        _clean(str(message_id)) or None if message_id is not None else None,
-        _decoded(subject),
-        None if sender is None else _clean(_decoded(sender) or ""),
+        _clean(str(message_id)) or None if message_id is not None else None, _decoded(subject)
     )
 
 
