@@ -171,6 +171,21 @@ class DomainRow:
     spam_header_name: str
     spam_header_value: str
 
+    @classmethod
+    def of(cls, domain: Domain) -> DomainRow:
+        return cls(
+            domain.id,
+            domain.customer_id,
+            domain.subscription_id,
+            domain.name_ascii,
+            domain.name_unicode,
+            domain.api_key_id,
+            domain.abuse_policy,
+            domain.abuse_policy_override,
+            domain.spam_header_name,
+            domain.spam_header_value,
+        )
+
 
 async def children(session: AsyncSession, domain_ids: Sequence[str]) -> Children:
     rows: list[Any] = []

@@ -180,7 +180,7 @@ class IntakeService:
             entries = await list_entries(
                 session, domain.customer_id, entry_scopes(domain.id, row.id)
             )
-        return self._context(address, _domain_row(domain), row, entries)
+        return self._context(address, DomainRow.of(domain), row, entries)
 
     async def _recipient_inline(self, address: EmailAddress) -> RecipientContext | None:
         inline = self.db.inline
@@ -263,21 +263,6 @@ class IntakeService:
         await self._writer.close()
         if self._sqlite_thread is not None:
             self._sqlite_thread.shutdown(wait=True)
-
-
-def _domain_row(domain: Domain) -> DomainRow:
-    return DomainRow(
-        domain.id,
-        domain.customer_id,
-        domain.subscription_id,
-        domain.name_ascii,
-        domain.name_unicode,
-        domain.api_key_id,
-        domain.abuse_policy,
-        domain.abuse_policy_override,
-        domain.spam_header_name,
-        domain.spam_header_value,
-    )
 
 
 @dataclass(frozen=True, slots=True)
