@@ -28,6 +28,8 @@ from mailmoat.smtp.protocol import TransactionEnvelope, normalize_newlines
 
 log = logging.getLogger(__name__)
 
+BLOCKLISTED = "550 5.7.1 Sender is blocked by the recipient's blocklist"
+
 
 def _client_ip(session: Session) -> str:
     proxy = session.proxy_data
@@ -87,7 +89,7 @@ class GatewayHandler:
         screening = context.screen(Sender(_sender(envelope), _client_ip(session)))
         if screening.blocked_by is not None:
             await self._record_refusal(session, envelope, context, screening.blocked_by)
-            return _reply("RCPT", "550 5.7.1 Sender is blocked by the recipient's blocklist")
+            return _reply("RCPT", BLOCKLISTED)
         if envelope.profile is not None and envelope.profile != screening.profile:
             return _reply("RCPT", "452 4.5.3 Send mail for this recipient in a new transaction")
         envelope.profile = screening.profile
@@ -227,7 +229,7 @@ class GatewayHandler:
             action=Action.BLOCK.value,
             reason=rule,
             state=MessageState.REJECTED,
-            reply="550 5.7.1 Sender is blocked by the recipient's blocklist",
+            reply=BLOCKLISTED,
         )
         try:
             await self.intake.keep([record])
