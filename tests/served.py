@@ -70,6 +70,7 @@ def serve(
     args += ["--api-listen", f"127.0.0.1:{port}", "--smtp-listen", f"127.0.0.1:{smtp_port}"]
     args += extra_args or []
     api_served = not any(role in args for role in ("smtp", "worker"))
+    worker_only = "worker" in args
     if database_url:
         args += ["--database-url", database_url]
     environment = {**os.environ, "COLUMNS": "200", **(env or {})}
@@ -79,7 +80,13 @@ def serve(
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
-        while not (_healthy(base) if api_served else _accepting(smtp_port)):
+        while not (
+            _healthy(base)
+            if api_served
+            else "delivery :" in log_path.read_text()
+            if worker_only
+            else _accepting(smtp_port)
+        ):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("mailmoat did not start:\n" + log_path.read_text())
             time.sleep(0.1)

@@ -43,7 +43,11 @@ def _banner(settings: Settings, first: FirstStart | None, console: Console) -> N
         if serves_api:
             console.print(f"  metrics  : http://{api_host}:{api_port}/metrics")
     if settings.role in (Role.ALL, Role.WORKER):
-        console.print("  delivery : accepted mail waits in the queue (no delivery workers yet)")
+        console.print(
+            f"  delivery : {settings.delivery_concurrency} at once, STARTTLS "
+            f"{settings.delivery_tls.value}, DSNs "
+            + ("off" if not settings.dsn else f"via {settings.dsn_relay or 'MX'}")
+        )
     if first is not None:
         console.print(
             f"\nFirst start: created customer [bold]{first.customer}[/bold] with this API key "
@@ -112,6 +116,10 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
         if settings.smtp_child:
             await _wait_for_signal(with_parent=True)
             return
+        if settings.role in (Role.ALL, Role.WORKER):
+            from mailmoat.delivery_runtime import running_delivery
+
+            await stack.enter_async_context(running_delivery(settings, services))
         _banner(settings, first, console)
         if settings.role in (Role.ALL, Role.API):
             host, port = parse_listen(settings.api_listen)

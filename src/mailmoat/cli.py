@@ -7,56 +7,25 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailmoat.bootstrap import open_services
-from mailmoat.config import Role, Settings
+from mailmoat.cli_common import DatabaseUrl, DataDir, err, make_settings, run
+from mailmoat.cli_queue import queue_app
+from mailmoat.config import Role
 from mailmoat.services.container import Services
 from mailmoat.services.customers import CustomerView
-from mailmoat.services.errors import ServiceError
 
 app = typer.Typer(help="mailmoat, the self-hosted inbound email gateway.", no_args_is_help=True)
 customers_app = typer.Typer(help="Manage customers.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
 app.add_typer(keys_app, name="keys")
-
-err = Console(stderr=True)
-T = TypeVar("T")
-
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="data directory [env MAILMOAT_DATA_DIR]")
-]
-DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="database URL [env MAILMOAT_DATABASE_URL]")
-]
-
-
-def make_settings(**overrides: Any) -> Settings:
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return Settings(**given)
-    except ValueError as exc:
-        err.print(f"[red]invalid setting:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def run(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with open_services(settings) as services:
-            return await action(services)
-
-    try:
-        return asyncio.run(main())
-    except ServiceError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+app.add_typer(queue_app, name="queue")
 
 
 def share_metrics(directory: Path) -> None:

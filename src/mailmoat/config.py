@@ -7,10 +7,12 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailmoat.db.database import sqlite_url_for
+from mailmoat.delivery.relay import TlsMode
+from mailmoat.domain.retry import RetrySchedule
 
 
 class Role(enum.StrEnum):
@@ -95,11 +97,65 @@ class Settings(BaseSettings):
     )
     dns_timeout: float = Field(3.0, gt=0, description="seconds per DNS query")
 
+    # Delivery
+    delivery_concurrency: int = Field(
+        100, ge=1, le=10000, description="messages a worker process delivers at once"
+    )
+    delivery_per_destination: int = Field(
+        20, ge=1, le=1000, description="connections to one downstream server at once"
+    )
+    delivery_tls: TlsMode = Field(
+        TlsMode.OPPORTUNISTIC,
+        description="STARTTLS to downstream servers: none, "
+        "opportunistic, required (not verified) or verify (certificate and name checked)",
+    )
+    delivery_connect_timeout: float = Field(30.0, gt=0, description="seconds to connect")
+    delivery_timeout: float = Field(120.0, gt=0, description="seconds per SMTP command")
+    delivery_retry_first: float = Field(
+        300.0, gt=0, description="seconds before the first retry; doubles after each"
+    )
+    delivery_retry_max: float = Field(3600.0, gt=0, description="longest wait between retries")
+    delivery_lifetime: float = Field(
+        5 * 86400.0, gt=0, description="seconds after arrival at which mailmoat gives up"
+    )
+    delivery_lease: float = Field(
+        300.0, ge=1, description="seconds a claimed message stays with a worker that died"
+    )
+    delivery_poll_interval: float = Field(
+        1.0, gt=0, le=60, description="seconds between looks at the queue when idle"
+    )
+    dsn: bool = Field(True, description="send a bounce (DSN) to the sender of undeliverable mail")
+    dsn_relay: str = Field(
+        "", description="HOST:PORT to send DSNs through; empty = the sender domain's MX"
+    )
+    dsn_include_body: bool = Field(False, description="DSNs carry the whole original message")
+
     @field_validator("api_listen", "smtp_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+    @field_validator("dsn_relay")
+    @classmethod
+    def _relay(cls, value: str) -> str:
+        if value:
+            parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> Settings:
+        if self.delivery_retry_max < self.delivery_retry_first:
+            raise ValueError("delivery_retry_max must be at least delivery_retry_first")
+        return self
+
+    @property
+    def retry_schedule(self) -> RetrySchedule:
+        return RetrySchedule(
+            first=timedelta(seconds=self.delivery_retry_first),
+            longest=timedelta(seconds=self.delivery_retry_max),
+            lifetime=timedelta(seconds=self.delivery_lifetime),
+        )
 
     @property
     def effective_database_url(self) -> str:

@@ -58,8 +58,32 @@ SCAN_SECONDS = Histogram(
 )
 QUEUE_DEPTH = Gauge(
     "mailmoat_messages_by_state",
-    "Messages in the message log by state (queued = waiting for delivery)",
+    "Messages in the message log by state (queued and deferred wait for delivery)",
     ["state"],
     multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
+DELIVERY_ATTEMPTS = Counter(
+    "mailmoat_delivery_attempts",
+    "Delivery attempts at one destination, by route and outcome",
+    ["route", "outcome"],
+    registry=REGISTRY,
+)
+DELIVERY_RESULTS = Counter(
+    "mailmoat_delivery_recipients",
+    "Recipients whose delivery ended, by route and result (delivered, failed)",
+    ["route", "result"],
+    registry=REGISTRY,
+)
+DELIVERY_SECONDS = Histogram(
+    "mailmoat_delivery_seconds",
+    "Time for one delivery attempt of one message, all destinations tried included",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+DELIVERY_LEASES_LOST = Counter(
+    "mailmoat_delivery_leases_lost",
+    "Attempts whose outcome came after their lease had run out (possible duplicates)",
     registry=REGISTRY,
 )

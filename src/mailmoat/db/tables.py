@@ -257,6 +257,8 @@ class Message(Base):
     reply: Mapped[str] = mapped_column(String(512), default="")
     spool_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state_changed_at: Mapped[datetime] = mapped_column()
+    # For a delivery status notification mailmoat sent: the message it reports on.
+    related_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (
         Index("ix_messages_domain_received", "domain_id", "received_at"),
@@ -276,6 +278,49 @@ class MessageRecipient(Base):
     recipient_id: Mapped[str | None] = mapped_column(
         ForeignKey("recipients.id", ondelete="SET NULL"), nullable=True
     )
+    # None while the recipient waits for delivery; "delivered" or "failed" once final.
+    delivery_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    delivery_reply: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+
+class Delivery(Base):
+    """The queue: a message waiting to be delivered over one route.
+
+    ``due_at`` is when a worker may take the row. Taking it (a lease) moves
+    ``due_at`` to the end of the lease, so a row whose worker died becomes due
+    again by itself; ``lease_owner`` tells the worker whether the row is still its
+    own when it reports the outcome. Rows leave the queue when delivery is final.
+    """
+
+    __tablename__ = "deliveries"
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    route: Mapped[str] = mapped_column(String(16), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime] = mapped_column()
+    due_at: Mapped[datetime] = mapped_column()
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_reply: Mapped[str] = mapped_column(String(512), default="")
+
+    __table_args__ = (Index("ix_deliveries_due_at", "due_at"),)
+
+
+class DeliveryAttempt(Base):
+    """One try at one destination, with the reply that applied to some recipients."""
+
+    __tablename__ = "delivery_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column()
+    route: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(320))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reply: Mapped[str] = mapped_column(String(512))
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class BayesToken(Base):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailmoat.domain.names import InvalidName, is_ip_literal, parse_domain
@@ -50,3 +52,35 @@ def validate_downstream(address: DownstreamAddress) -> DownstreamAddress:
         port=address.port,
         target=normalize_target(address.target),
     )
+
+
+def delivery_order(
+    addresses: Sequence[DownstreamAddress], rng: random.Random | None = None
+) -> list[DownstreamAddress]:
+    """The order in which to try a domain's downstream addresses for one message.
+
+    Lowest priority number first. Within one priority the first choice is
+    proportional to weight (40 and 10 give 80 % and 20 %), then the next among
+    those left, and so on, so that every address of a group is tried before the
+    next group, as MX fallback does. Addresses of weight 0 come after the weighted
+    ones of their group, in random order; a group that is all weight 0 is tried in
+    random order.
+    """
+    rng = rng or random.Random()
+    groups: dict[int, list[DownstreamAddress]] = {}
+    for address in addresses:
+        groups.setdefault(address.priority, []).append(address)
+    ordered: list[DownstreamAddress] = []
+    for priority in sorted(groups):
+        weighted = [a for a in groups[priority] if a.weight > 0]
+        unweighted = [a for a in groups[priority] if a.weight == 0]
+        while weighted:
+            pick = rng.uniform(0, sum(a.weight for a in weighted))
+            for index, candidate in enumerate(weighted):
+                pick -= candidate.weight
+                if pick <= 0 or index == len(weighted) - 1:
+                    ordered.append(weighted.pop(index))
+                    break
+        rng.shuffle(unweighted)
+        ordered.extend(unweighted)
+    return ordered

@@ -15,6 +15,7 @@ from mailmoat.services.keys import KeyService
 from mailmoat.services.lists import ListService
 from mailmoat.services.login_links import LoginLinkService
 from mailmoat.services.messages import MessageService
+from mailmoat.services.queue import QueueService
 from mailmoat.services.reports import Learner, ReportService
 from mailmoat.services.secrets import load_hasher
 from mailmoat.services.users import UserService
@@ -32,6 +33,7 @@ class Services:
     reports: ReportService
     intake: IntakeService
     messages: MessageService
+    queue: QueueService
 
 
 async def build_services(
@@ -58,4 +60,5 @@ async def build_services(
         reports=ReportService(database, learner),
         intake=IntakeService(database, spool),
         messages=MessageService(database, spool),
+        queue=QueueService(database),
     )

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from mailmoat.db.batch_writer import BatchWriter
 from mailmoat.db.database import Database
@@ -24,32 +20,23 @@ from mailmoat.db.intake_repo import (
     find_recipient,
     list_entries,
 )
+from mailmoat.db.message_rows import (
+    MessageRows,
+    NewMessage,
+    insert_async,
+    insert_sync,
+    message_rows,
+    new_message_id,
+)
 from mailmoat.db.spool import Spool
-from mailmoat.db.tables import Domain, Message, MessageRecipient
+from mailmoat.db.tables import Domain
 from mailmoat.domain.lists import ItemType, ListAction
 from mailmoat.domain.names import EmailAddress, InvalidName, parse_email
 from mailmoat.domain.policy import Action, Profile, recipient_profile
 from mailmoat.domain.sender_lists import Entry, Sender, Tier, decide
 from mailmoat.domain.settings import AbusePolicy
+from mailmoat.domain.states import STATES, MessageState
 from mailmoat.services.users import create_on_arrival
-
-
-class MessageState:
-    REJECTED = "rejected"
-    QUARANTINED = "quarantined"
-    QUEUED = "queued"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
-STATES = (
-    MessageState.REJECTED,
-    MessageState.QUARANTINED,
-    MessageState.QUEUED,
-    MessageState.DELIVERED,
-    MessageState.FAILED,
-)
-
 
 _STATE_OF_ACTION = {
     Action.ACCEPT: MessageState.QUEUED,
@@ -62,11 +49,6 @@ _STATE_OF_ACTION = {
 def state_for(action: Action) -> str:
     """Where a message starts in the log, given what filtering decided."""
     return _STATE_OF_ACTION[action]
-
-
-def new_message_id() -> str:
-    """32 hex digits that sort by arrival time (microseconds, then randomness)."""
-    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,33 +86,6 @@ class Screening:
     profile: Profile | None
 
 
-@dataclass(slots=True)
-class NewMessage:
-    """One message log record, with its bytes when they are to be kept."""
-
-    id: str
-    customer_id: str
-    domain_id: str | None
-    domain_name: str
-    received_at: datetime
-    client_ip: str
-    client_helo: str
-    mail_from: str
-    recipients: Sequence[tuple[str, str | None]]
-    verdict: str
-    action: str
-    reason: str
-    state: str
-    reply: str
-    size: int = 0
-    message_id_header: str | None = None
-    subject: str | None = None
-    score: float | None = None
-    rules: list[dict[str, object]] = field(default_factory=list)
-    auth_results: str | None = None
-    data: bytes | None = None
-
-
 _TIERS = {"account": Tier.ACCOUNT, "domain": Tier.DOMAIN, "user": Tier.USER}
 
 
@@ -141,14 +96,12 @@ def _entries(rows: Sequence[tuple[str, str, str, str]]) -> tuple[Entry, ...]:
     )
 
 
-def _clip(value: str | None, size: int) -> str | None:
-    return None if value is None else value[:size]
-
-
 class IntakeService:
     def __init__(self, database: Database, spool: Spool) -> None:
         self.db = database
         self.spool = spool
+        # Called after queued mail was committed, to wake this process's delivery worker.
+        self.on_queued: Callable[[], None] | None = None
         self._writer: BatchWriter[Kept] = BatchWriter(self._flush)
         self._creating: dict[str, asyncio.Future[RecipientRow]] = {}
         # SQLite group commits run synchronously on one thread of their own.
@@ -247,17 +200,16 @@ class IntakeService:
     async def _flush(self, batch: Sequence[Kept]) -> None:
         """One group commit: the spool directories first, then every record at once."""
         await self.spool.sync_dirs(d for kept in batch for d in kept.directories)
-        messages = [m for kept in batch for m in kept.messages]
-        rows, recipients = _rows(messages)
+        rows = message_rows([m for kept in batch for m in kept.messages])
         if self._sqlite_thread is not None:
             engine = self.db.sync_write_engine()
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._sqlite_thread, _insert_sync, engine, rows, recipients)
-            return
-        async with self.db.write() as session:
-            await session.execute(insert(Message), rows)
-            if recipients:
-                await session.execute(insert(MessageRecipient), recipients)
+            await loop.run_in_executor(self._sqlite_thread, _insert_sync, engine, rows)
+        else:
+            async with self.db.write() as session:
+                await insert_async(session, rows)
+        if rows.deliveries and self.on_queued is not None:
+            self.on_queued()
 
     async def close(self) -> None:
         await self._writer.close()
@@ -273,49 +225,16 @@ class Kept:
     directories: Sequence[Path]
 
 
-Row = dict[str, Any]
-
-
-def _rows(messages: Sequence[NewMessage]) -> tuple[list[Row], list[Row]]:
-    rows = [
-        {
-            "id": m.id,
-            "customer_id": m.customer_id,
-            "domain_id": m.domain_id,
-            "domain_name": m.domain_name,
-            "received_at": m.received_at,
-            "client_ip": m.client_ip[:45],
-            "client_helo": m.client_helo[:255],
-            "mail_from": m.mail_from[:320],
-            "size": m.size,
-            "message_id_header": _clip(m.message_id_header, 998),
-            "subject": _clip(m.subject, 998),
-            "verdict": m.verdict,
-            "action": m.action,
-            "reason": m.reason,
-            "score": m.score,
-            "rules": m.rules,
-            "auth_results": m.auth_results,
-            "state": m.state,
-            "reply": m.reply[:512],
-            "spool_key": m.id if m.data is not None else None,
-            "state_changed_at": m.received_at,
-        }
-        for m in messages
-    ]
-    recipients = [
-        {"message_id": m.id, "address": address[:320], "recipient_id": recipient_id}
-        for m in messages
-        for address, recipient_id in m.recipients
-    ]
-    return rows, recipients
-
-
-def _insert_sync(engine: Engine, rows: list[Row], recipients: list[Row]) -> None:
+def _insert_sync(engine: Engine, rows: MessageRows) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(Message), rows)
-        if recipients:
-            conn.execute(insert(MessageRecipient), recipients)
+        insert_sync(conn, rows)
 
 
-__all__ = ["STATES", "IntakeService", "InvalidName", "MessageState", "NewMessage"]
+__all__ = [
+    "STATES",
+    "IntakeService",
+    "InvalidName",
+    "MessageState",
+    "NewMessage",
+    "new_message_id",
+]

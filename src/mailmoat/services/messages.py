@@ -10,19 +10,38 @@ from typing import Any
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailmoat.db import queue_repo
 from mailmoat.db.database import Database
+from mailmoat.db.message_rows import ROUTE_DSN, ROUTE_SMTP
 from mailmoat.db.spool import Spool, SpoolError
 from mailmoat.db.tables import Domain, Message, MessageRecipient
 from mailmoat.domain.names import InvalidName, parse_email
+from mailmoat.domain.states import STATES, MessageState
 from mailmoat.services.caller import Caller
 from mailmoat.services.domains import load_domain
 from mailmoat.services.errors import Conflict, InvalidInput, NotFound
-from mailmoat.services.intake import STATES, MessageState
 
 MessageQuery = Select[Any]
 
-DELETED = "deleted"
-FILTER_STATES = (*STATES, DELETED)
+DELETED = MessageState.DELETED
+FILTER_STATES = STATES
+REDELIVERABLE = (MessageState.FAILED, MessageState.DELIVERED)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientDelivery:
+    address: str
+    status: str  # pending, delivered, failed; "" when the message is not for delivery
+    reply: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    at: datetime
+    target: str
+    outcome: str
+    reply: str
+    recipients: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +65,10 @@ class MessageView:
     state: str
     reply: str
     state_changed_at: datetime
+    deliveries: list[RecipientDelivery]
+    attempts: list[AttemptView]
+    next_attempt_at: datetime | None
+    related_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +118,36 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+_ROUTED = (
+    MessageState.QUEUED,
+    MessageState.DEFERRED,
+    MessageState.DELIVERED,
+    MessageState.FAILED,
+)
+
+
 async def _views(session: AsyncSession, messages: Sequence[Message]) -> list[MessageView]:
     ids = [m.id for m in messages]
+    routed = {m.id for m in messages if m.state in _ROUTED}
     recipients: dict[str, list[str]] = {i: [] for i in ids}
+    deliveries: dict[str, list[RecipientDelivery]] = {i: [] for i in ids}
     if ids:
         rows = await session.execute(
-            select(MessageRecipient.message_id, MessageRecipient.address)
+            select(
+                MessageRecipient.message_id,
+                MessageRecipient.address,
+                MessageRecipient.delivery_status,
+                MessageRecipient.delivery_reply,
+            )
             .where(MessageRecipient.message_id.in_(ids))
             .order_by(MessageRecipient.id)
         )
-        for message_id, address in rows:
+        for message_id, address, status, reply in rows:
             recipients[message_id].append(address)
+            shown = (status or "pending") if message_id in routed else ""
+            deliveries[message_id].append(RecipientDelivery(address, shown, reply))
+    attempts = await queue_repo.attempts_of(session, ids)
+    queued = await queue_repo.queued_of(session, ids)
     return [
         MessageView(
             m.id,
@@ -127,6 +169,13 @@ async def _views(session: AsyncSession, messages: Sequence[Message]) -> list[Mes
             m.state,
             m.reply,
             m.state_changed_at,
+            deliveries[m.id],
+            [
+                AttemptView(a.attempted_at, a.target, a.outcome, a.reply, list(a.recipients))
+                for a in attempts.get(m.id, [])
+            ],
+            queued[m.id].due_at if m.id in queued and queued[m.id].lease_owner is None else None,
+            m.related_id,
         )
         for m in messages
     ]
@@ -187,10 +236,32 @@ class MessageService:
             message = await self._load(session, caller, message_id, lock=True)
             if message.state != MessageState.QUARANTINED:
                 raise Conflict(f"message {message_id} is {message.state}, not quarantined")
-            message.state = MessageState.QUEUED
-            message.state_changed_at = datetime.now(UTC)
-            await session.flush()
-            return (await _views(session, [message]))[0]
+            return await self._queue(session, message)
+
+    async def redeliver(self, caller: Caller, message_id: str) -> MessageView:
+        """Deliver a failed (or delivered) message again, to the recipients it did not
+        reach, or to all of them when it reached everyone."""
+        async with self.db.write() as session:
+            message = await self._load(session, caller, message_id, lock=True)
+            if message.state not in REDELIVERABLE:
+                raise Conflict(
+                    f"message {message_id} is {message.state}: only failed or delivered "
+                    "messages can be delivered again"
+                )
+            if message.spool_key is None:
+                raise Conflict(f"the content of message {message_id} is no longer kept")
+            await queue_repo.reset_recipients(session, message.id)
+            return await self._queue(session, message)
+
+    @staticmethod
+    async def _queue(session: AsyncSession, message: Message) -> MessageView:
+        now = datetime.now(UTC)
+        message.state = MessageState.QUEUED
+        message.state_changed_at = now
+        route = ROUTE_DSN if message.related_id is not None else ROUTE_SMTP
+        await queue_repo.enqueue(session, message.id, route, now)
+        await session.flush()
+        return (await _views(session, [message]))[0]
 
     async def delete(self, caller: Caller, message_id: str) -> None:
         """Delete a quarantined message's content; its log record stays, marked deleted."""

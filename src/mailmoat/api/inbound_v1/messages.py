@@ -15,7 +15,7 @@ from mailmoat.services.messages import MessageFilter, MessageView
 router = APIRouter(tags=["mailmoat extensions: messages"])
 
 MessageId = Annotated[str, Path(description="message id", pattern="^[0-9a-f]{32}$")]
-State = Literal["rejected", "quarantined", "queued", "delivered", "failed", "deleted"]
+State = Literal["rejected", "quarantined", "queued", "deferred", "delivered", "failed", "deleted"]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=2_000_000_000)]
 
@@ -24,6 +24,22 @@ class FiredRule(BaseModel):
     name: str
     score: float
     description: str
+
+
+class RecipientOut(BaseModel):
+    address: str
+    status: Literal["pending", "delivered", "failed", ""] = Field(
+        description="empty when the message is not for delivery (rejected, quarantined…)"
+    )
+    reply: str | None = Field(description="the downstream's final reply")
+
+
+class AttemptOut(BaseModel):
+    at: datetime
+    target: str = Field(description="the server tried, e.g. mx1.example.net.[192.0.2.1]:25")
+    outcome: Literal["delivered", "deferred", "failed", "unreachable"]
+    reply: str
+    recipients: list[str]
 
 
 class MessageOut(BaseModel):
@@ -46,6 +62,12 @@ class MessageOut(BaseModel):
     state: State
     smtpReply: str
     stateChangedAt: datetime
+    deliveries: list[RecipientOut] = Field(description="where each recipient stands")
+    deliveryAttempts: list[AttemptOut] = Field(description="every attempt, oldest first")
+    nextAttemptAt: datetime | None = Field(description="when a deferred message is tried again")
+    relatedId: str | None = Field(
+        description="for a delivery status notification: the message it reports on"
+    )
 
     @classmethod
     def of(cls, view: MessageView) -> MessageOut:
@@ -69,6 +91,22 @@ class MessageOut(BaseModel):
             state=view.state,
             smtpReply=view.reply,
             stateChangedAt=view.state_changed_at,
+            deliveries=[
+                RecipientOut(address=d.address, status=d.status, reply=d.reply)
+                for d in view.deliveries
+            ],
+            deliveryAttempts=[
+                AttemptOut(
+                    at=a.at,
+                    target=a.target,
+                    outcome=a.outcome,
+                    reply=a.reply,
+                    recipients=a.recipients,
+                )
+                for a in view.attempts
+            ],
+            nextAttemptAt=view.next_attempt_at,
+            relatedId=view.related_id,
         )
 
 
@@ -136,6 +174,16 @@ async def raw_message(caller: CallerDep, svc: ServicesDep, message_id: MessageId
 async def release(caller: CallerDep, svc: ServicesDep, message_id: MessageId) -> MessageOut:
     """Release a quarantined message for delivery."""
     return MessageOut.of(await svc.messages.release(caller, message_id))
+
+
+@router.post(
+    "/messages/{message_id}/redeliver",
+    response_model=MessageOut,
+    responses=documented(400, 401, 404, 409, 503),
+)
+async def redeliver(caller: CallerDep, svc: ServicesDep, message_id: MessageId) -> MessageOut:
+    """Deliver a failed message again (or a delivered one, to every recipient)."""
+    return MessageOut.of(await svc.messages.redeliver(caller, message_id))
 
 
 @router.delete(

@@ -1,0 +1,145 @@
+"""New message log records as rows: what intake and the delivery queue insert."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailmoat.db.tables import Delivery, Message, MessageRecipient
+from mailmoat.domain.states import MessageState
+
+ROUTE_SMTP = "smtp"  # to the domain's downstream addresses
+ROUTE_DSN = "dsn"  # a delivery status notification, to the original sender's domain
+
+
+def new_message_id() -> str:
+    """32 hex digits that sort by arrival time (microseconds, then randomness)."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """One message log record, with its bytes when they are to be kept."""
+
+    id: str
+    customer_id: str
+    domain_id: str | None
+    domain_name: str
+    received_at: datetime
+    client_ip: str
+    client_helo: str
+    mail_from: str
+    recipients: Sequence[tuple[str, str | None]]
+    verdict: str
+    action: str
+    reason: str
+    state: str
+    reply: str
+    size: int = 0
+    message_id_header: str | None = None
+    subject: str | None = None
+    score: float | None = None
+    rules: list[dict[str, object]] = field(default_factory=list)
+    auth_results: str | None = None
+    data: bytes | None = None
+    related_id: str | None = None
+    route: str = ROUTE_SMTP
+
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRows:
+    messages: list[Row]
+    recipients: list[Row]
+    deliveries: list[Row]
+
+
+def _clip(value: str | None, size: int) -> str | None:
+    return None if value is None else value[:size]
+
+
+def queue_row(message_id: str, route: str, now: datetime) -> Row:
+    """A delivery queue row, due at once."""
+    return {
+        "message_id": message_id,
+        "route": route,
+        "state": MessageState.QUEUED,
+        "attempts": 0,
+        "queued_at": now,
+        "due_at": now,
+        "lease_owner": None,
+        "last_reply": "",
+    }
+
+
+def message_rows(messages: Sequence[NewMessage]) -> MessageRows:
+    """The rows of new records; queued ones also get their place in the queue."""
+    rows = [
+        {
+            "id": m.id,
+            "customer_id": m.customer_id,
+            "domain_id": m.domain_id,
+            "domain_name": m.domain_name,
+            "received_at": m.received_at,
+            "client_ip": m.client_ip[:45],
+            "client_helo": m.client_helo[:255],
+            "mail_from": m.mail_from[:320],
+            "size": m.size,
+            "message_id_header": _clip(m.message_id_header, 998),
+            "subject": _clip(m.subject, 998),
+            "verdict": m.verdict,
+            "action": m.action,
+            "reason": m.reason,
+            "score": m.score,
+            "rules": m.rules,
+            "auth_results": m.auth_results,
+            "state": m.state,
+            "reply": m.reply[:512],
+            "spool_key": m.id if m.data is not None else None,
+            "state_changed_at": m.received_at,
+            "related_id": m.related_id,
+        }
+        for m in messages
+    ]
+    recipients = [
+        {
+            "message_id": m.id,
+            "address": address[:320],
+            "recipient_id": recipient_id,
+            "delivery_status": None,
+            "delivery_reply": None,
+        }
+        for m in messages
+        for address, recipient_id in m.recipients
+    ]
+    deliveries = [
+        queue_row(m.id, m.route, m.received_at)
+        for m in messages
+        if m.state == MessageState.QUEUED and m.data is not None
+    ]
+    return MessageRows(rows, recipients, deliveries)
+
+
+def insert_sync(conn: Connection, rows: MessageRows) -> None:
+    conn.execute(insert(Message), rows.messages)
+    if rows.recipients:
+        conn.execute(insert(MessageRecipient), rows.recipients)
+    if rows.deliveries:
+        conn.execute(insert(Delivery), rows.deliveries)
+
+
+async def insert_async(session: AsyncSession, rows: MessageRows) -> None:
+    await session.execute(insert(Message), rows.messages)
+    if rows.recipients:
+        await session.execute(insert(MessageRecipient), rows.recipients)
+    if rows.deliveries:
+        await session.execute(insert(Delivery), rows.deliveries)

@@ -1,0 +1,414 @@
+"""The delivery queue in the database: claiming due rows and recording outcomes.
+
+Claims are leases. A worker takes due rows and moves their ``due_at`` to the end
+of its lease in one transaction: on PostgreSQL the rows are picked with
+``FOR UPDATE SKIP LOCKED``, so that workers on several nodes never take the same
+row; on SQLite the write transaction (``BEGIN IMMEDIATE``) already excludes every
+other writer. A worker that dies leaves its rows to become due again when the
+lease ends, so mail is delivered at least once, never lost.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailmoat.db.database import Database
+from mailmoat.db.message_rows import NewMessage, insert_async, message_rows, queue_row
+from mailmoat.db.tables import (
+    Delivery,
+    DeliveryAttempt,
+    DownstreamAddress,
+    Message,
+    MessageRecipient,
+)
+from mailmoat.domain import downstream
+from mailmoat.domain.states import MessageState, RecipientStatus
+
+Key = tuple[str, str]  # (message id, route)
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed queue row with what delivering it needs."""
+
+    message_id: str
+    route: str
+    attempts: int  # made before this one
+    queued_at: datetime
+    customer_id: str
+    domain_id: str | None
+    domain_name: str
+    mail_from: str
+    received_at: datetime
+    spool_key: str | None
+    recipients: tuple[str, ...]  # those still waiting for delivery
+    related_id: str | None
+    failed_before: int  # recipients refused for good by earlier attempts
+
+    @property
+    def key(self) -> Key:
+        return (self.message_id, self.route)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    jobs: list[Job]
+    downstreams: dict[str, list[downstream.DownstreamAddress]]  # by domain id
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    at: datetime
+    target: str
+    outcome: str  # delivered, deferred, failed or unreachable
+    reply: str
+    recipients: Sequence[str]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one delivery attempt changed."""
+
+    job: Job
+    attempts: list[AttemptRecord]
+    final: dict[str, tuple[str, str]]  # address -> (RecipientStatus, reply), now settled
+    retry_at: datetime | None  # when recipients remain pending
+    last_reply: str
+    message_state: str
+    dsn: NewMessage | None = None
+
+
+async def claim(db: Database, owner: str, limit: int, lease: timedelta, now: datetime) -> Claimed:
+    """Lease up to ``limit`` due rows to ``owner``, the longest waiting first."""
+    async with db.write() as session:
+        query = (
+            select(Delivery.message_id, Delivery.route)
+            .where(Delivery.due_at <= now)
+            .order_by(Delivery.due_at)
+            .limit(limit)
+        )
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        keys: list[Key] = [(m, r) for m, r in (await session.execute(query)).all()]
+        if not keys:
+            return Claimed([], {})
+        await session.execute(
+            update(Delivery)
+            .where(tuple_(Delivery.message_id, Delivery.route).in_(keys))
+            .values(lease_owner=owner, due_at=now + lease)
+        )
+        return await _jobs(session, keys)
+
+
+async def _jobs(session: AsyncSession, keys: Sequence[Key]) -> Claimed:
+    rows = await session.execute(
+        select(Delivery, Message)
+        .join(Message, Message.id == Delivery.message_id)
+        .where(tuple_(Delivery.message_id, Delivery.route).in_(keys))
+    )
+    found = [(d, m) for d, m in rows.all()]
+    ids = [d.message_id for d, _ in found]
+    pending: dict[str, list[str]] = defaultdict(list)
+    failed: dict[str, int] = defaultdict(int)
+    recipients = await session.execute(
+        select(
+            MessageRecipient.message_id,
+            MessageRecipient.address,
+            MessageRecipient.delivery_status,
+        )
+        .where(
+            MessageRecipient.message_id.in_(ids),
+            or_(
+                MessageRecipient.delivery_status.is_(None),
+                MessageRecipient.delivery_status == RecipientStatus.FAILED,
+            ),
+        )
+        .order_by(MessageRecipient.id)
+    )
+    for message_id, address, status in recipients:
+        if status is None:
+            pending[message_id].append(address)
+        else:
+            failed[message_id] += 1
+    jobs = [
+        Job(
+            message_id=d.message_id,
+            route=d.route,
+            attempts=d.attempts,
+            queued_at=d.queued_at,
+            customer_id=m.customer_id,
+            domain_id=m.domain_id,
+            domain_name=m.domain_name,
+            mail_from=m.mail_from,
+            received_at=m.received_at,
+            spool_key=m.spool_key,
+            recipients=tuple(pending[d.message_id]),
+            related_id=m.related_id,
+            failed_before=failed[d.message_id],
+        )
+        for d, m in found
+    ]
+    domain_ids = {j.domain_id for j in jobs if j.domain_id is not None}
+    return Claimed(jobs, await _downstreams(session, domain_ids))
+
+
+async def _downstreams(
+    session: AsyncSession, domain_ids: Iterable[str]
+) -> dict[str, list[downstream.DownstreamAddress]]:
+    found: dict[str, list[downstream.DownstreamAddress]] = defaultdict(list)
+    wanted = list(domain_ids)
+    if not wanted:
+        return {}
+    rows = await session.scalars(
+        select(DownstreamAddress)
+        .where(DownstreamAddress.domain_id.in_(wanted))
+        .order_by(DownstreamAddress.domain_id, DownstreamAddress.position)
+    )
+    for row in rows:
+        found[row.domain_id].append(
+            downstream.DownstreamAddress(row.priority, row.weight, row.port, row.target)
+        )
+    return dict(found)
+
+
+async def renew(db: Database, owner: str, keys: Sequence[Key], until: datetime) -> None:
+    """Extend the lease on rows still being worked on."""
+    async with db.write() as session:
+        for start in range(0, len(keys), CHUNK):
+            await session.execute(
+                update(Delivery)
+                .where(
+                    tuple_(Delivery.message_id, Delivery.route).in_(keys[start : start + CHUNK]),
+                    Delivery.lease_owner == owner,
+                )
+                .values(due_at=until)
+            )
+
+
+async def complete(
+    db: Database, owner: str, outcomes: Sequence[Outcome], now: datetime
+) -> list[bool]:
+    """Record the outcomes of attempts in one transaction.
+
+    An outcome whose row is no longer leased to ``owner`` (the lease ran out and
+    another worker took the message) only adds its attempts to the log: the other
+    worker now decides the message's fate. Returns, per outcome, whether it applied.
+    """
+    applied: list[bool] = []
+    async with db.write() as session:
+        for outcome in outcomes:
+            held = await _settle_row(session, owner, outcome)
+            applied.append(held)
+            await _record_attempts(session, outcome)
+            if held:
+                await _record_outcome(session, outcome, now)
+    return applied
+
+
+async def _settle_row(session: AsyncSession, owner: str, outcome: Outcome) -> bool:
+    job = outcome.job
+    mine = and_(
+        Delivery.message_id == job.message_id,
+        Delivery.route == job.route,
+        Delivery.lease_owner == owner,
+    )
+    if outcome.retry_at is None:
+        result = await session.execute(delete(Delivery).where(mine))
+    else:
+        result = await session.execute(
+            update(Delivery)
+            .where(mine)
+            .values(
+                state=MessageState.DEFERRED,
+                attempts=job.attempts + 1,
+                due_at=outcome.retry_at,
+                lease_owner=None,
+                last_reply=outcome.last_reply[:512],
+            )
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def _record_attempts(session: AsyncSession, outcome: Outcome) -> None:
+    if outcome.attempts:
+        await session.execute(
+            insert(DeliveryAttempt),
+            [
+                {
+                    "message_id": outcome.job.message_id,
+                    "attempted_at": a.at,
+                    "route": outcome.job.route,
+                    "target": a.target[:320],
+                    "outcome": a.outcome,
+                    "reply": a.reply[:512],
+                    "recipients": list(a.recipients),
+                }
+                for a in outcome.attempts
+            ],
+        )
+
+
+async def _record_outcome(session: AsyncSession, outcome: Outcome, now: datetime) -> None:
+    job = outcome.job
+    by_result: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for address, result in outcome.final.items():
+        by_result[result].append(address)
+    for (status, reply), addresses in by_result.items():
+        await session.execute(
+            update(MessageRecipient)
+            .where(
+                MessageRecipient.message_id == job.message_id,
+                MessageRecipient.address.in_(addresses),
+            )
+            .values(delivery_status=status, delivery_reply=reply[:512])
+        )
+    await session.execute(
+        update(Message)
+        .where(Message.id == job.message_id)
+        .values(state=outcome.message_state, state_changed_at=now)
+    )
+    if outcome.dsn is not None:
+        await insert_async(session, message_rows([outcome.dsn]))
+
+
+async def enqueue(session: AsyncSession, message_id: str, route: str, now: datetime) -> None:
+    """Put a message (back) in the queue, due at once, for its pending recipients."""
+    await session.execute(insert(Delivery), [queue_row(message_id, route, now)])
+
+
+async def reset_recipients(session: AsyncSession, message_id: str) -> None:
+    """Make a message's undelivered recipients pending again; all of them if none is."""
+    undelivered = await session.scalar(
+        select(func.count()).where(
+            MessageRecipient.message_id == message_id,
+            or_(
+                MessageRecipient.delivery_status.is_(None),
+                MessageRecipient.delivery_status != RecipientStatus.DELIVERED,
+            ),
+        )
+    )
+    query = update(MessageRecipient).where(MessageRecipient.message_id == message_id)
+    if undelivered:
+        query = query.where(MessageRecipient.delivery_status != RecipientStatus.DELIVERED)
+    await session.execute(query.values(delivery_status=None, delivery_reply=None))
+
+
+async def attempts_of(
+    session: AsyncSession, message_ids: Sequence[str]
+) -> dict[str, list[DeliveryAttempt]]:
+    found: dict[str, list[DeliveryAttempt]] = defaultdict(list)
+    if message_ids:
+        rows = await session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.message_id.in_(message_ids))
+            .order_by(DeliveryAttempt.id)
+        )
+        for row in rows:
+            found[row.message_id].append(row)
+    return found
+
+
+async def queued_of(session: AsyncSession, message_ids: Sequence[str]) -> dict[str, Delivery]:
+    """The queue rows of these messages (SMTP route), for showing the next attempt."""
+    if not message_ids:
+        return {}
+    rows = await session.scalars(select(Delivery).where(Delivery.message_id.in_(message_ids)))
+    return {row.message_id: row for row in rows}
+
+
+IN_FLIGHT = "in flight"
+DROPPED_REPLY = "554 5.0.0 removed from the queue by the operator"
+
+
+@dataclass(frozen=True, slots=True)
+class DepthRow:
+    domain: str
+    state: str  # queued, deferred or "in flight"
+    count: int
+    oldest: datetime
+
+
+async def depth(session: AsyncSession, now: datetime) -> list[DepthRow]:
+    """How many messages wait, by domain and state, with the oldest arrival."""
+    state = case(
+        (and_(Delivery.lease_owner.is_not(None), Delivery.due_at > now), IN_FLIGHT),
+        else_=Delivery.state,
+    ).label("state")
+    rows = await session.execute(
+        select(Message.domain_name, state, func.count(), func.min(Delivery.queued_at))
+        .join(Message, Message.id == Delivery.message_id)
+        .group_by(Message.domain_name, state)
+        .order_by(Message.domain_name, state)
+    )
+    return [DepthRow(domain, st, int(count), oldest) for domain, st, count, oldest in rows]
+
+
+async def waiting(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    message_ids: Sequence[str] = (),
+    domain: str | None = None,
+) -> list[Key]:
+    """Queue rows not in flight, of the given messages or domain (all when neither)."""
+    query = (
+        select(Delivery.message_id, Delivery.route)
+        .join(Message, Message.id == Delivery.message_id)
+        .where(or_(Delivery.lease_owner.is_(None), Delivery.due_at <= now))
+        .order_by(Delivery.due_at)
+    )
+    if message_ids:
+        query = query.where(Delivery.message_id.in_(list(message_ids)))
+    if domain is not None:
+        query = query.where(Message.domain_name == domain)
+    return [(m, r) for m, r in (await session.execute(query)).all()]
+
+
+def _idle(keys: Sequence[Key], now: datetime) -> Any:
+    return and_(
+        tuple_(Delivery.message_id, Delivery.route).in_(list(keys)),
+        or_(Delivery.lease_owner.is_(None), Delivery.due_at <= now),
+    )
+
+
+async def retry_now(session: AsyncSession, keys: Sequence[Key], now: datetime) -> int:
+    """Make waiting rows due at once; rows a worker holds are left alone."""
+    result = await session.execute(
+        update(Delivery).where(_idle(keys, now)).values(due_at=now, lease_owner=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def drop(session: AsyncSession, keys: Sequence[Key], now: datetime) -> int:
+    """Take waiting rows out of the queue for good: their messages become failed."""
+    ids = [
+        m
+        for (m,) in await session.execute(
+            select(Delivery.message_id).where(_idle(keys, now)).with_for_update()
+        )
+    ]
+    if not ids:
+        return 0
+    await session.execute(delete(Delivery).where(Delivery.message_id.in_(ids)))
+    await session.execute(
+        update(MessageRecipient)
+        .where(MessageRecipient.message_id.in_(ids), MessageRecipient.delivery_status.is_(None))
+        .values(delivery_status=RecipientStatus.FAILED, delivery_reply=DROPPED_REPLY)
+    )
+    await session.execute(
+        update(Message)
+        .where(Message.id.in_(ids))
+        .values(state=MessageState.FAILED, state_changed_at=now)
+    )
+    return len(ids)
+
+
+KeyOperation = Callable[[AsyncSession, Sequence[Key], datetime], Awaitable[int]]

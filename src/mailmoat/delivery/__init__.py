@@ -1,0 +1,1 @@
+"""Durable delivery: the queue workers, SMTP relay to downstream servers, DSNs."""

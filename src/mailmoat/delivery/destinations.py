@@ -1,0 +1,132 @@
+"""Where to connect: downstream targets and mail exchangers, resolved to addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mailmoat.delivery.relay import Destination
+from mailmoat.domain.downstream import DownstreamAddress, delivery_order
+
+
+class NameResolver(Protocol):
+    """A blocking DNS stub: the records of one type, [] when there are none.
+
+    It raises an exception when no answer could be had (a temporary failure).
+    """
+
+    def query(self, name: str, rdtype: str) -> list[Any]: ...
+
+
+class Unresolvable(Exception):
+    """A target has no usable address now; ``reply`` says why, as an SMTP reply."""
+
+    def __init__(self, reply: str, *, permanent: bool = False) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A host to try, before name resolution: a host name or an IP literal."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _literal(host: str) -> str | None:
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+class Destinations:
+    """Turns a domain's downstream addresses, or a DSN recipient's domain, into servers.
+
+    Host names are looked up (A, then AAAA) through mailmoat's own resolver, never
+    with search domains; answers are kept for ``cache_seconds`` so that a busy queue
+    does not ask the resolver once per message.
+    """
+
+    def __init__(
+        self,
+        resolver: NameResolver | None,
+        *,
+        dsn_relay: tuple[str, int] | None = None,
+        mx_port: int = 25,
+        cache_seconds: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.dsn_relay = dsn_relay
+        self.mx_port = mx_port
+        self.cache_seconds = cache_seconds
+        self.rng = rng or random.Random()
+        self._cache: dict[tuple[str, str], tuple[float, list[Any]]] = {}
+
+    def downstream(self, addresses: Sequence[DownstreamAddress]) -> list[Candidate]:
+        """A domain's downstream servers in the order to try them for one message."""
+        return [Candidate(a.target, a.port) for a in delivery_order(addresses, self.rng)]
+
+    async def for_dsn(self, recipient: str) -> list[Candidate]:
+        """Where a notification to ``recipient`` goes: the relay host, or its domain's MX."""
+        if self.dsn_relay is not None:
+            return [Candidate(*self.dsn_relay)]
+        domain = recipient.rpartition("@")[2].strip().rstrip(".")
+        if not domain:
+            raise Unresolvable("550 5.1.3 the sender address has no domain", permanent=True)
+        if _literal(domain) is not None:
+            return [Candidate(domain, self.mx_port)]
+        records = await self._query(domain, "MX")
+        if not records:  # RFC 5321 5.1: no MX, the domain itself is the host
+            return [Candidate(domain, self.mx_port)]
+        exchangers = [(int(r.preference), str(r.exchange).rstrip(".")) for r in records]
+        if any(host == "" for _, host in exchangers):  # RFC 7505 null MX
+            raise Unresolvable(
+                f"556 5.1.10 {domain} does not accept mail (null MX)", permanent=True
+            )
+        self.rng.shuffle(exchangers)
+        exchangers.sort(key=lambda pair: pair[0])
+        return [Candidate(host, self.mx_port) for _, host in exchangers]
+
+    async def resolve(self, candidate: Candidate) -> list[Destination]:
+        """The addresses to connect to for one candidate; raises Unresolvable."""
+        literal = _literal(candidate.host)
+        if literal is not None:
+            return [Destination(literal, candidate.port, literal)]
+        name = candidate.host.rstrip(".")
+        found: list[str] = []
+        errors: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                found += [str(r.address) for r in await self._query(name, rdtype)]
+            except Exception as exc:
+                errors.append(str(exc) or type(exc).__name__)
+        if found:
+            return [Destination(address, candidate.port, candidate.host) for address in found]
+        if errors:
+            raise Unresolvable(f"451 4.4.3 cannot resolve {candidate.host}: {errors[0]}")
+        raise Unresolvable(f"451 4.4.4 {candidate.host} has no IP address")
+
+    async def _query(self, name: str, rdtype: str) -> list[Any]:
+        if self.resolver is None:
+            raise Unresolvable(f"451 4.4.3 no resolver to look up {name}")
+        key = (name.lower(), rdtype)
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        records = await asyncio.to_thread(self.resolver.query, name, rdtype)
+        self._cache[key] = (now, records)
+        return records
