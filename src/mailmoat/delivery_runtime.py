@@ -10,6 +10,7 @@ from mailmoat.config import Settings, parse_listen
 from mailmoat.delivery.attempt import Attempt, DsnOptions
 from mailmoat.delivery.destinations import Destinations, NameResolver
 from mailmoat.delivery.relay import Relay, RelayOptions
+from mailmoat.delivery.spool_sweeper import SpoolSweeper
 from mailmoat.delivery.worker import DeliveryWorker, WorkerOptions
 from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
 from mailmoat.services.container import Services
@@ -51,6 +52,7 @@ async def running_delivery(
             lease=timedelta(seconds=settings.delivery_lease),
             poll_interval=settings.delivery_poll_interval,
         ),
+        sweeper=SpoolSweeper(services.db, services.intake.spool),
     )
     await worker.start()
     services.intake.on_queued = worker.wake

@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.database import Database
@@ -196,87 +207,123 @@ async def renew(db: Database, owner: str, keys: Sequence[Key], until: datetime) 
 async def complete(
     db: Database, owner: str, outcomes: Sequence[Outcome], now: datetime
 ) -> list[bool]:
-    """Record the outcomes of attempts in one transaction.
+    """Record the outcomes of attempts, all in one transaction of a few statements.
 
     An outcome whose row is no longer leased to ``owner`` (the lease ran out and
     another worker took the message) only adds its attempts to the log: the other
     worker now decides the message's fate. Returns, per outcome, whether it applied.
     """
-    applied: list[bool] = []
     async with db.write() as session:
-        for outcome in outcomes:
-            held = await _settle_row(session, owner, outcome)
-            applied.append(held)
-            await _record_attempts(session, outcome)
-            if held:
-                await _record_outcome(session, outcome, now)
+        held = await _held(session, owner, [o.job.key for o in outcomes])
+        applied = [o.job.key in held for o in outcomes]
+        mine = [o for o, ok in zip(outcomes, applied, strict=True) if ok]
+        await _settle_rows(session, mine)
+        await _record_attempts(session, outcomes)
+        await _record_outcomes(session, mine, now)
     return applied
 
 
-async def _settle_row(session: AsyncSession, owner: str, outcome: Outcome) -> bool:
-    job = outcome.job
-    mine = and_(
-        Delivery.message_id == job.message_id,
-        Delivery.route == job.route,
-        Delivery.lease_owner == owner,
-    )
-    if outcome.retry_at is None:
-        result = await session.execute(delete(Delivery).where(mine))
-    else:
-        result = await session.execute(
+async def _held(session: AsyncSession, owner: str, keys: Sequence[Key]) -> set[Key]:
+    """The rows among ``keys`` still leased to ``owner``, locked until the commit."""
+    held: set[Key] = set()
+    for start in range(0, len(keys), CHUNK):
+        rows = await session.execute(
+            select(Delivery.message_id, Delivery.route)
+            .where(
+                tuple_(Delivery.message_id, Delivery.route).in_(keys[start : start + CHUNK]),
+                Delivery.lease_owner == owner,
+            )
+            .with_for_update()
+        )
+        held.update((m, r) for m, r in rows.all())
+    return held
+
+
+async def _settle_rows(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    done = [o.job.key for o in outcomes if o.retry_at is None]
+    for start in range(0, len(done), CHUNK):
+        await session.execute(
+            delete(Delivery).where(
+                tuple_(Delivery.message_id, Delivery.route).in_(done[start : start + CHUNK])
+            )
+        )
+    waiting = [
+        {
+            "m": o.job.message_id,
+            "r": o.job.route,
+            "attempts": o.job.attempts + 1,
+            "due": o.retry_at,
+            "last": o.last_reply[:512],
+        }
+        for o in outcomes
+        if o.retry_at is not None
+    ]
+    if waiting:
+        # Core executemany on the connection: the ORM would treat a list of
+        # parameters as its "bulk update by primary key", which wants no WHERE.
+        connection = await session.connection()
+        await connection.execute(
             update(Delivery)
-            .where(mine)
+            .where(Delivery.message_id == bindparam("m"), Delivery.route == bindparam("r"))
             .values(
                 state=MessageState.DEFERRED,
-                attempts=job.attempts + 1,
-                due_at=outcome.retry_at,
+                attempts=bindparam("attempts"),
+                due_at=bindparam("due"),
                 lease_owner=None,
-                last_reply=outcome.last_reply[:512],
-            )
-        )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def _record_attempts(session: AsyncSession, outcome: Outcome) -> None:
-    if outcome.attempts:
-        await session.execute(
-            insert(DeliveryAttempt),
-            [
-                {
-                    "message_id": outcome.job.message_id,
-                    "attempted_at": a.at,
-                    "route": outcome.job.route,
-                    "target": a.target[:320],
-                    "outcome": a.outcome,
-                    "reply": a.reply[:512],
-                    "recipients": list(a.recipients),
-                }
-                for a in outcome.attempts
-            ],
+                last_reply=bindparam("last"),
+            ),
+            waiting,
         )
 
 
-async def _record_outcome(session: AsyncSession, outcome: Outcome, now: datetime) -> None:
-    job = outcome.job
-    by_result: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for address, result in outcome.final.items():
-        by_result[result].append(address)
-    for (status, reply), addresses in by_result.items():
-        await session.execute(
+async def _record_attempts(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    rows = [
+        {
+            "message_id": o.job.message_id,
+            "attempted_at": a.at,
+            "route": o.job.route,
+            "target": a.target[:320],
+            "outcome": a.outcome,
+            "reply": a.reply[:512],
+            "recipients": list(a.recipients),
+        }
+        for o in outcomes
+        for a in o.attempts
+    ]
+    if rows:
+        await session.execute(insert(DeliveryAttempt), rows)
+
+
+async def _record_outcomes(
+    session: AsyncSession, outcomes: Sequence[Outcome], now: datetime
+) -> None:
+    settled = [
+        {"m": o.job.message_id, "a": address, "status": status, "reply": reply[:512]}
+        for o in outcomes
+        for address, (status, reply) in o.final.items()
+    ]
+    connection = await session.connection()
+    if settled:
+        await connection.execute(
             update(MessageRecipient)
             .where(
-                MessageRecipient.message_id == job.message_id,
-                MessageRecipient.address.in_(addresses),
+                MessageRecipient.message_id == bindparam("m"),
+                MessageRecipient.address == bindparam("a"),
             )
-            .values(delivery_status=status, delivery_reply=reply[:512])
+            .values(delivery_status=bindparam("status"), delivery_reply=bindparam("reply")),
+            settled,
         )
-    await session.execute(
-        update(Message)
-        .where(Message.id == job.message_id)
-        .values(state=outcome.message_state, state_changed_at=now)
-    )
-    if outcome.dsn is not None:
-        await insert_async(session, message_rows([outcome.dsn]))
+    states = [{"m": o.job.message_id, "state": o.message_state} for o in outcomes]
+    if states:
+        await connection.execute(
+            update(Message)
+            .where(Message.id == bindparam("m"))
+            .values(state=bindparam("state"), state_changed_at=now),
+            states,
+        )
+    dsns = [o.dsn for o in outcomes if o.dsn is not None]
+    if dsns:
+        await insert_async(session, message_rows(dsns))
 
 
 async def enqueue(session: AsyncSession, message_id: str, route: str, now: datetime) -> None:
@@ -412,3 +459,14 @@ async def drop(session: AsyncSession, keys: Sequence[Key], now: datetime) -> int
 
 
 KeyOperation = Callable[[AsyncSession, Sequence[Key], datetime], Awaitable[int]]
+
+
+async def kept_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
+    """The spool keys among ``keys`` that a message record still refers to."""
+    found: set[str] = set()
+    for start in range(0, len(keys), CHUNK):
+        rows = await session.scalars(
+            select(Message.spool_key).where(Message.spool_key.in_(keys[start : start + CHUNK]))
+        )
+        found.update(k for k in rows if k is not None)
+    return found

@@ -90,3 +90,25 @@ def _fsync_all(directories: Iterable[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# Keys start with 14 hex digits of microseconds; a directory holds the keys that share
+# the first 6, so it covers 2**32 microseconds (about 72 minutes) of arrivals.
+_DIRECTORY_SPAN_US = 1 << 32
+
+
+def directory_end(name: str) -> float | None:
+    """When the arrivals a spool directory holds end (a UNIX time), or None for a
+    directory that is not one of the spool's."""
+    if len(name) != 6:
+        return None
+    try:
+        start = int(name, 16) << 32
+    except ValueError:
+        return None
+    return (start + _DIRECTORY_SPAN_US) / 1e6
+
+
+def files_in(directory: Path) -> list[Path]:
+    """The message files and leftover temporary files of one spool directory."""
+    return sorted(p for p in directory.iterdir() if p.suffix in (".eml", ".tmp"))

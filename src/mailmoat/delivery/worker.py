@@ -25,6 +25,7 @@ from mailmoat.db.database import Database
 from mailmoat.db.queue_repo import Job, Key, Outcome
 from mailmoat.db.spool import Spool
 from mailmoat.delivery.attempt import Attempt
+from mailmoat.delivery.spool_sweeper import SpoolSweeper
 from mailmoat.domain.downstream import DownstreamAddress
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class WorkerOptions:
     lease: timedelta = timedelta(minutes=5)
     poll_interval: float = 1.0
     stop_grace: float = 10.0
+    sweep_interval: float = 600.0  # seconds between looks for orphaned spool files
 
 
 def worker_name() -> str:
@@ -52,12 +54,14 @@ class DeliveryWorker:
         options: WorkerOptions,
         *,
         name: str | None = None,
+        sweeper: SpoolSweeper | None = None,
     ) -> None:
         self.db = db
         self.spool = spool
         self.attempt = attempt
         self.options = options
         self.name = name or worker_name()
+        self.sweeper = sweeper
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -73,6 +77,8 @@ class DeliveryWorker:
             asyncio.create_task(self._claim_loop(), name="mailmoat-delivery"),
             asyncio.create_task(self._renew_loop(), name="mailmoat-delivery-leases"),
         ]
+        if self.sweeper is not None:
+            self._tasks.append(asyncio.create_task(self._sweep_loop(), name="mailmoat-sweep"))
         log.info("delivery worker %s started", self.name)
 
     async def stop(self) -> None:
@@ -155,6 +161,15 @@ class DeliveryWorker:
             )
             if outcome.dsn is not None:
                 await self.spool.delete(outcome.dsn.id)
+
+    async def _sweep_loop(self) -> None:
+        assert self.sweeper is not None
+        while not self._stopping:
+            try:
+                await self.sweeper.sweep()
+            except Exception:
+                log.exception("sweeping the spool failed")
+            await asyncio.sleep(self.options.sweep_interval)
 
     async def _renew_loop(self) -> None:
         period = max(self.options.lease.total_seconds() / 3, 0.2)

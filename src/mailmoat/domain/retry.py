@@ -33,11 +33,10 @@ class RetrySchedule:
         A little random spread keeps messages deferred together by one outage from
         all coming back in the same second.
         """
-        exponent = min(max(attempts, 1) - 1, 40)
-        base = min(self.first * (2**exponent), self.longest)
+        exponent = min(max(attempts, 1) - 1, 64)
+        seconds = min(self.first.total_seconds() * 2.0**exponent, self.longest.total_seconds())
         spread = (rng or random).uniform(-self.jitter, self.jitter)
-        result: timedelta = base * (1 + spread)
-        return result
+        return timedelta(seconds=seconds * (1 + spread))
 
     def expired(self, queued_at: datetime, now: datetime) -> bool:
         """True once a message has waited its whole lifetime in the queue."""
