@@ -317,3 +317,31 @@ async def test_a_claim_abandoned_by_a_dead_worker_is_taken_over(
         services.db, "successor", 10, timedelta(seconds=30), datetime.now(UTC)
     )
     assert [j.message_id for j in again.jobs] == [message_id]
+
+
+async def test_metrics_count_attempts_and_results(
+    mailroom: Mailroom, downstream: Downstream
+) -> None:
+    import re
+
+    import httpx
+
+    from mailmoat.api.app import create_api
+    from mailmoat.api.ratelimit import RateLimiter
+
+    await mailroom.route(mx(closed_port(), priority=1), mx(downstream.port, priority=2))
+    await mailroom.wait_state(await mailroom.send(message()), "delivered")
+    app = create_api(mailroom.gateway.services, RateLimiter(0))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+    ) as client:
+        text = (await client.get("/metrics")).text
+    for outcome in ("unreachable", "delivered"):
+        assert re.search(
+            rf'mailmoat_delivery_attempts_total\{{outcome="{outcome}",route="smtp"\}} [1-9]', text
+        ), outcome
+    assert re.search(
+        r'mailmoat_delivery_recipients_total\{result="delivered",route="smtp"\} [1-9]', text
+    )
+    assert 'mailmoat_messages_by_state{state="delivered"} 1.0' in text
+    assert "mailmoat_delivery_seconds_bucket" in text
