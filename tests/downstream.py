@@ -62,6 +62,7 @@ class Downstream:
         self.require_tls = require_tls
         self.smtputf8 = smtputf8
         self.messages: list[Received] = []
+        self.broken_tls = False  # offer STARTTLS, then fail the handshake
         self.connections = 0  # sessions that said EHLO/HELO (the readiness probe does not)
         self.max_concurrent = 0
         self.active = 0  # sessions open right now
@@ -281,6 +282,15 @@ class _Server(SMTP):
     async def smtp_HELO(self, hostname: str) -> None:
         self._count()
         await super().smtp_HELO(hostname)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if not self.downstream.broken_tls:
+            await super().smtp_STARTTLS(arg)
+            return
+        # Say yes, then hang up instead of a TLS handshake (a broken TLS setup).
+        await self.push("220 2.0.0 Ready to start TLS")
+        assert self.transport is not None
+        self.transport.close()
 
 
 class _Controller(Controller):

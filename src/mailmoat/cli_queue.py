@@ -53,6 +53,8 @@ def queue_status(
 ) -> None:
     """Show how many messages wait, by domain and state (queued, deferred, in flight)."""
     if ctx.invoked_subcommand is not None:
+        # `mailmoat queue --data-dir D retry …`: the subcommand uses these unless given its own.
+        ctx.obj = {"data_dir": data_dir, "database_url": database_url}
         return
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     rows = run(settings, lambda s: s.queue.depth())
@@ -63,6 +65,7 @@ def queue_status(
 
 
 def _apply(
+    ctx: typer.Context,
     verb: str,
     ids: list[str] | None,
     domain: str | None,
@@ -73,7 +76,11 @@ def _apply(
     if not ids and domain is None and not everything:
         err.print("[red]error:[/red] name message ids, --domain DOMAIN or --all")
         raise typer.Exit(2)
-    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    given = ctx.obj or {}
+    settings = make_settings(
+        data_dir=data_dir or given.get("data_dir"),
+        database_url=database_url or given.get("database_url"),
+    )
 
     async def action(s: Services) -> tuple[int, int]:
         keys: list[Key] = await s.queue.select(ids or [], domain)
@@ -92,6 +99,7 @@ def _apply(
 
 @queue_app.command("retry")
 def queue_retry(
+    ctx: typer.Context,
     ids: MessageIds = None,
     domain: DomainOption = None,
     everything: AllOption = False,
@@ -99,11 +107,12 @@ def queue_retry(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Make waiting messages due now, instead of at their next scheduled retry."""
-    _apply("retry", ids, domain, everything, data_dir, database_url)
+    _apply(ctx, "retry", ids, domain, everything, data_dir, database_url)
 
 
 @queue_app.command("drop")
 def queue_drop(
+    ctx: typer.Context,
     ids: MessageIds = None,
     domain: DomainOption = None,
     everything: AllOption = False,
@@ -111,4 +120,4 @@ def queue_drop(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Remove waiting messages from the queue; they are marked failed in the log."""
-    _apply("drop", ids, domain, everything, data_dir, database_url)
+    _apply(ctx, "drop", ids, domain, everything, data_dir, database_url)

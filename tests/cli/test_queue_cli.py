@@ -53,7 +53,8 @@ def test_queue_shows_depth_retries_now_and_drops(data_dir: Path) -> None:
         sink.start()
         time.sleep(0.5)
         assert sink.received() == []  # the next retry is an hour away
-        retried = runner.invoke(app, ["queue", "retry", "--all", "--data-dir", str(data_dir)])
+        # Options may come before the subcommand too.
+        retried = runner.invoke(app, ["queue", "--data-dir", str(data_dir), "retry", "--all"])
         assert retried.exit_code == 0, retried.output
         assert "2 messages due now" in retried.output
         sink.wait_for(2)

@@ -345,3 +345,43 @@ async def test_metrics_count_attempts_and_results(
     )
     assert 'mailmoat_messages_by_state{state="delivered"} 1.0' in text
     assert "mailmoat_delivery_seconds_bucket" in text
+
+
+async def test_recipients_a_server_defers_are_offered_to_the_next_one(
+    mailroom: Mailroom, downstream: Downstream
+) -> None:
+    with Downstream() as busy:
+        busy.rcpt_reply = lambda rcpt: "451 4.3.2 busy" if rcpt.startswith("b") else None
+        await mailroom.route(mx(busy.port, priority=10), mx(downstream.port, priority=20))
+        message_id = await mailroom.send(message(), recipients=[f"a@{DOMAIN}", f"b@{DOMAIN}"])
+        record = await mailroom.wait_state(message_id, "delivered")
+        assert [m.recipients for m in await busy.wait_for_async(1)] == [[f"a@{DOMAIN}"]]
+    assert [m.recipients for m in await downstream.wait_for_async(1)] == [[f"b@{DOMAIN}"]]
+    outcomes = [(a["outcome"], a["recipients"]) for a in record["deliveryAttempts"]]
+    assert sorted(outcomes) == sorted(
+        [
+            ("delivered", [f"a@{DOMAIN}"]),
+            ("deferred", [f"b@{DOMAIN}"]),
+            ("delivered", [f"b@{DOMAIN}"]),
+        ]
+    )
+
+
+async def test_a_bug_during_delivery_defers_the_message_and_it_still_expires(
+    make_mailroom: MailroomFactory, downstream: Downstream, monkeypatch: Any
+) -> None:
+    from mailmoat.delivery.relay import Relay
+
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug in mailmoat")
+
+    monkeypatch.setattr(Relay, "send", broken)  # simulates a defect: nothing real fails so
+    room = await make_mailroom(delivery_lifetime=1.0)
+    await room.route(mx(downstream.port))
+    message_id = await room.send(message(), sender="alice@sender.test")
+    record = await room.wait_state(message_id, "failed")
+    assert "local error in mailmoat" in record["deliveries"][0]["reply"]
+    assert record["deliveryAttempts"][0]["outcome"] == "deferred"
+    monkeypatch.undo()  # the DSN must get out
+    (bounce,) = await room.bounces.wait_for_async(1)
+    assert bounce.recipients == ["alice@sender.test"]

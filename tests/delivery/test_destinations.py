@@ -78,3 +78,20 @@ async def test_ip_literals_need_no_lookup(dns: LocalDnsServer, destinations: Des
     (server,) = await destinations.resolve(Candidate("[2001:db8::9]", 25))
     assert server.address == "2001:db8::9"
     assert dns.queries == []
+
+
+async def test_a_dsn_to_a_domain_without_any_mail_host_fails_for_good(
+    destinations: Destinations,
+) -> None:
+    with pytest.raises(Unresolvable) as refused:
+        await destinations.for_dsn("someone@nonexistent.test")
+    assert refused.value.permanent and refused.value.reply.startswith("550 5.1.2")
+
+
+async def test_a_failing_mx_lookup_for_a_dsn_is_temporary(
+    dns: LocalDnsServer, destinations: Destinations
+) -> None:
+    dns.timeouts.add("broken.test")
+    with pytest.raises(Unresolvable) as later:
+        await destinations.for_dsn("someone@broken.test")
+    assert not later.value.permanent and later.value.reply.startswith("451 4.4.3")

@@ -485,6 +485,24 @@ async def test_required_tls_with_any_certificate(
         assert server.received()[0].tls is True
 
 
+@pytest.mark.parametrize("mode", [TlsMode.OPPORTUNISTIC, TlsMode.REQUIRED])
+async def test_a_failed_handshake_falls_back_to_plain_text_only_when_opportunistic(
+    make_relay: RelayFactory, certificate: tuple[Path, Path], mode: TlsMode
+) -> None:
+    cert, key = certificate
+    relay = make_relay(tls=mode)
+    with Downstream(tls_cert=cert, tls_key=key) as server:
+        server.broken_tls = True
+        if mode is TlsMode.OPPORTUNISTIC:
+            assert (await relay.send(at(server), envelope()))["bob@customer.test"].ok
+            assert server.received()[0].tls is False
+        else:
+            with pytest.raises(DestinationUnusable) as unusable:
+                await relay.send(at(server), envelope())
+            assert unusable.value.reply.text.startswith("4.7.0 TLS with")
+            assert server.received() == []
+
+
 # -- small values ---------------------------------------------------------------------
 
 

@@ -97,8 +97,20 @@ class Outcome:
     dsn: NewMessage | None = None
 
 
-async def claim(db: Database, owner: str, limit: int, lease: timedelta, now: datetime) -> Claimed:
-    """Lease up to ``limit`` due rows to ``owner``, the longest waiting first."""
+async def claim(
+    db: Database,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    *,
+    busy: Sequence[Key] = (),
+) -> Claimed:
+    """Lease up to ``limit`` due rows to ``owner``, the longest waiting first.
+
+    ``busy`` are rows the owner is still working on: even when their lease ran out
+    (renewals failed), the owner must not start them a second time.
+    """
     async with db.write() as session:
         query = (
             select(Delivery.message_id, Delivery.route)
@@ -106,6 +118,8 @@ async def claim(db: Database, owner: str, limit: int, lease: timedelta, now: dat
             .order_by(Delivery.due_at)
             .limit(limit)
         )
+        if busy:
+            query = query.where(tuple_(Delivery.message_id, Delivery.route).not_in(list(busy)))
         if not db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         keys: list[Key] = [(m, r) for m, r in (await session.execute(query)).all()]

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -38,15 +38,18 @@ class DsnOptions:
 class _Tried:
     """What the destinations said during one attempt."""
 
-    replies: dict[str, Reply]
-    records: list[AttemptRecord]
-    last_failure: str
-    remote: str | None
+    replies: dict[str, Reply] = field(default_factory=dict)  # the latest, per recipient
+    remote: dict[str, str] = field(default_factory=dict)  # who gave that reply
+    records: list[AttemptRecord] = field(default_factory=list)
 
 
 def parse_reply(text: str) -> Reply:
     code, _, rest = text.partition(" ")
     return Reply(int(code) if code.isdigit() else 451, rest)
+
+
+NO_SERVER = Reply(451, "4.4.1 no downstream server could be reached")
+LOCAL_ERROR = Reply(451, "4.3.0 local error in mailmoat; the message will be tried again")
 
 
 class Attempt:
@@ -67,42 +70,58 @@ class Attempt:
         self.dsn = dsn
 
     async def run(self, job: Job, downstreams: Sequence[DownstreamAddress]) -> Outcome:
+        """Try the job's destinations; always returns an outcome to record.
+
+        An unexpected error defers the recipients that have no reply yet, so that a
+        bug cannot make a message loop unseen: it still expires and bounces in time.
+        """
         started = time.monotonic()
+        tried = _Tried()
         try:
-            tried = await self._try(job, downstreams)
+            await self._try(job, downstreams, tried)
+        except Exception:
+            log.exception("delivering message %s failed unexpectedly", job.message_id)
+            self._settle(job, tried, LOCAL_ERROR, "-")
         finally:
             metrics.DELIVERY_SECONDS.labels(job.route).observe(time.monotonic() - started)
         return await self._outcome(job, tried, datetime.now(UTC))
 
-    async def _try(self, job: Job, downstreams: Sequence[DownstreamAddress]) -> _Tried:
+    async def _try(self, job: Job, downstreams: Sequence[DownstreamAddress], tried: _Tried) -> None:
+        """Try servers in order until every recipient has a final (2xx/5xx) reply.
+
+        As with MX fallback, recipients that got a temporary reply from one server
+        are offered to the next one; a permanent reply is final.
+        """
         pending = list(job.recipients)
-        tried = _Tried({}, [], "", None)
         if not pending:
-            return tried
+            return
         try:
             data = await self._content(job)
             candidates = await self._candidates(job, downstreams)
         except Unresolvable as exc:
-            return self._everyone(job, tried, parse_reply(exc.reply), "", exc.permanent)
+            reply = parse_reply(exc.reply)
+            self._settle(job, tried, Reply(554, reply.text) if exc.permanent else reply, "-")
+            return
+        failure = NO_SERVER
         for candidate in candidates:
             try:
                 servers = await self.destinations.resolve(candidate)
             except Unresolvable as exc:
-                self._unreachable(job, tried, str(candidate), exc.reply)
+                failure = parse_reply(exc.reply)
+                self._record(job, tried, str(candidate), dict.fromkeys(pending, failure), "")
                 continue
             for server in servers:
                 try:
-                    tried.replies = await self.relay.send(
-                        server, Envelope(job.mail_from, pending, data)
-                    )
+                    replies = await self.relay.send(server, Envelope(job.mail_from, pending, data))
                 except DestinationUnusable as exc:
-                    self._unreachable(job, tried, str(server), str(exc.reply))
+                    failure = exc.reply
+                    self._record(job, tried, str(server), dict.fromkeys(pending, failure), "")
                     continue
-                tried.remote = server.name.rstrip(".")
-                self._record(job, tried, str(server))
-                return tried
-        reply = tried.last_failure or "451 4.4.1 no downstream server could be reached"
-        return self._everyone(job, tried, parse_reply(reply), "", permanent=False)
+                self._record(job, tried, str(server), replies, server.name.rstrip("."))
+                pending = [a for a in pending if tried.replies[a].temporary]
+                if not pending:
+                    return
+        self._settle(job, tried, failure, "-")
 
     async def _content(self, job: Job) -> bytes:
         if job.spool_key is None:
@@ -125,39 +144,33 @@ class Attempt:
         return self.destinations.downstream(downstreams)
 
     @staticmethod
-    def _everyone(job: Job, tried: _Tried, reply: Reply, target: str, permanent: bool) -> _Tried:
-        if permanent and not reply.permanent:
-            reply = Reply(554, reply.text)
-        tried.replies = dict.fromkeys(job.recipients, reply)
-        if target or not tried.records:
-            tried.records.append(
-                AttemptRecord(
-                    datetime.now(UTC),
-                    target or "-",
-                    "failed" if reply.permanent else "deferred",
-                    str(reply),
-                    list(job.recipients),
-                )
-            )
-            metrics.DELIVERY_ATTEMPTS.labels(job.route, tried.records[-1].outcome).inc()
-        return tried
+    def _settle(job: Job, tried: _Tried, reply: Reply, target: str) -> None:
+        """Give ``reply`` to every recipient that has no reply yet, and record it."""
+        unanswered = [a for a in job.recipients if a not in tried.replies]
+        if unanswered:
+            Attempt._record(job, tried, target, dict.fromkeys(unanswered, reply), "")
 
     @staticmethod
-    def _unreachable(job: Job, tried: _Tried, target: str, reply: str) -> None:
-        tried.last_failure = reply
-        tried.records.append(
-            AttemptRecord(datetime.now(UTC), target, "unreachable", reply, list(job.recipients))
-        )
-        metrics.DELIVERY_ATTEMPTS.labels(job.route, "unreachable").inc()
+    def _record(
+        job: Job, tried: _Tried, target: str, replies: dict[str, Reply], remote: str
+    ) -> None:
+        """Keep each recipient's reply and log one attempt row per distinct reply.
 
-    @staticmethod
-    def _record(job: Job, tried: _Tried, target: str) -> None:
+        ``remote`` is empty when no server gave the reply (it could not be reached).
+        """
         groups: dict[Reply, list[str]] = defaultdict(list)
-        for address, reply in tried.replies.items():
+        for address, reply in replies.items():
             groups[reply].append(address)
+            if remote or address not in tried.remote:  # a server's word beats "unreachable"
+                tried.replies[address] = reply
+            if remote:
+                tried.remote[address] = remote
         now = datetime.now(UTC)
         for reply, addresses in groups.items():
-            outcome = "delivered" if reply.ok else "failed" if reply.permanent else "deferred"
+            if not remote and target != "-":
+                outcome = "unreachable"
+            else:
+                outcome = "delivered" if reply.ok else "failed" if reply.permanent else "deferred"
             tried.records.append(AttemptRecord(now, target, outcome, str(reply), addresses))
             metrics.DELIVERY_ATTEMPTS.labels(job.route, outcome).inc()
 
@@ -166,11 +179,10 @@ class Attempt:
         pending: dict[str, Reply] = {}
         refused: dict[str, Reply] = {}
         for address in job.recipients:
-            reply = tried.replies.get(address) or Reply(451, "4.4.1 no reply")
+            reply = tried.replies.get(address, LOCAL_ERROR)
             if reply.ok:
                 final[address] = (RecipientStatus.DELIVERED, str(reply))
             elif reply.permanent:
-                final[address] = (RecipientStatus.FAILED, str(reply))
                 refused[address] = reply
             else:
                 pending[address] = reply
@@ -179,30 +191,38 @@ class Attempt:
         if pending:
             retry_at = self.schedule.next_attempt(job.attempts + 1, job.queued_at, now)
             if retry_at is None:
-                expired = pending
-                final.update((a, (RecipientStatus.FAILED, str(r))) for a, r in expired.items())
+                expired, pending = pending, {}
+        failed = {**refused, **expired}
+        dsn = None
+        if failed and self._wants_dsn(job):
+            try:
+                dsn = await self._notification(job, failed, tried, bool(expired), now)
+            except SpoolError as exc:
+                # Not kept: the failures wait, so that the sender hears of them later.
+                log.error("message %s: cannot keep its DSN: %s", job.message_id, exc)
+                pending.update(failed)
+                failed = {}
+                retry_at = now + self.schedule.delay(job.attempts + 1)
+        final.update((a, (RecipientStatus.FAILED, str(r))) for a, r in failed.items())
         for status, _ in final.values():
             result = "delivered" if status == RecipientStatus.DELIVERED else "failed"
             metrics.DELIVERY_RESULTS.labels(job.route, result).inc()
-        if retry_at is not None:
+        if pending:
             state = MessageState.DEFERRED
-        elif refused or expired or job.failed_before:
+        elif failed or job.failed_before:
             state = MessageState.FAILED
         else:
             state = MessageState.DELIVERED
-        last = next(iter(pending.values()), None) or next(iter(refused.values()), None)
-        outcome = Outcome(
+        last = next(iter(pending.values()), None) or next(iter(failed.values()), None)
+        return Outcome(
             job=job,
             attempts=tried.records,
             final=final,
-            retry_at=retry_at,
+            retry_at=retry_at if pending else None,
             last_reply=str(last) if last else "",
             message_state=state,
+            dsn=dsn,
         )
-        failed = {**refused, **expired}
-        if failed and self._wants_dsn(job):
-            outcome.dsn = await self._notification(job, failed, tried, bool(expired), now)
-        return outcome
 
     def _wants_dsn(self, job: Job) -> bool:
         return self.dsn.enabled and job.route != ROUTE_DSN and job.mail_from != ""
@@ -210,25 +230,33 @@ class Attempt:
     async def _notification(
         self, job: Job, failed: dict[str, Reply], tried: _Tried, expired: bool, now: datetime
     ) -> NewMessage | None:
-        """The DSN for ``failed`` recipients, already in the spool, or None."""
+        """The DSN for ``failed`` recipients, already in the spool.
+
+        Returns None (logged) when no DSN can be built; raises SpoolError when one
+        was built but cannot be kept.
+        """
         try:
             original = await self.spool.read(job.spool_key or "")
         except (SpoolError, ValueError):
             original = b""
-        data = build_dsn(
-            reporting_mta=self.dsn.reporting_mta,
-            sender=job.mail_from,
-            original_message=original,
-            arrival=job.received_at,
-            recipients=[
-                FailedRecipient(address, str(reply), tried.remote, now)
-                for address, reply in failed.items()
-            ],
-            envelope_id=job.message_id,
-            expired=expired,
-            now=now,
-            include_body=self.dsn.include_body,
-        )
+        try:
+            data = build_dsn(
+                reporting_mta=self.dsn.reporting_mta,
+                sender=job.mail_from,
+                original_message=original,
+                arrival=job.received_at,
+                recipients=[
+                    FailedRecipient(address, str(reply), tried.remote.get(address), now)
+                    for address, reply in failed.items()
+                ],
+                envelope_id=job.message_id,
+                expired=expired,
+                now=now,
+                include_body=self.dsn.include_body,
+            )
+        except Exception:
+            log.exception("message %s: cannot build its DSN", job.message_id)
+            return None
         head = BytesHeaderParser(policy=compat32).parsebytes(data)
         dsn = NewMessage(
             id=new_message_id(),
@@ -252,10 +280,6 @@ class Attempt:
             related_id=job.message_id,
             route=ROUTE_DSN,
         )
-        try:
-            directory = await self.spool.write_file(dsn.id, data)
-            await self.spool.sync_dirs([directory])
-        except SpoolError as exc:
-            log.error("message %s: cannot keep its DSN: %s", job.message_id, exc)
-            return None
+        directory = await self.spool.write_file(dsn.id, data)
+        await self.spool.sync_dirs([directory])
         return dsn

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 from mailmoat.delivery.relay import Destination
 from mailmoat.domain.downstream import DownstreamAddress, delivery_order
 
+_CACHE_ENTRIES = 10_000
+
 
 class NameResolver(Protocol):
     """A blocking DNS stub: the records of one type, [] when there are none.
@@ -30,6 +32,10 @@ class Unresolvable(Exception):
         super().__init__(reply)
         self.reply = reply
         self.permanent = permanent
+
+
+class NoAddress(Unresolvable):
+    """The name exists in no A or AAAA record (rather than: the lookup failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +94,21 @@ class Destinations:
             raise Unresolvable("550 5.1.3 the sender address has no domain", permanent=True)
         if _literal(domain) is not None:
             return [Candidate(domain, self.mx_port)]
-        records = await self._query(domain, "MX")
-        if not records:  # RFC 5321 5.1: no MX, the domain itself is the host
-            return [Candidate(domain, self.mx_port)]
+        try:
+            records = await self._query(domain, "MX")
+        except Unresolvable:
+            raise
+        except Exception as exc:
+            raise Unresolvable(f"451 4.4.3 cannot look up the MX of {domain}: {exc}") from exc
+        if not records:  # RFC 5321 5.1: no MX, the domain itself is the host, if it is one
+            implicit = Candidate(domain, self.mx_port)
+            try:
+                await self.resolve(implicit)
+            except NoAddress:
+                raise Unresolvable(
+                    f"550 5.1.2 {domain} has no mail server (no MX, no address)", permanent=True
+                ) from None
+            return [implicit]
         exchangers = [(int(r.preference), str(r.exchange).rstrip(".")) for r in records]
         if any(host == "" for _, host in exchangers):  # RFC 7505 null MX
             raise Unresolvable(
@@ -117,7 +135,7 @@ class Destinations:
             return [Destination(address, candidate.port, candidate.host) for address in found]
         if errors:
             raise Unresolvable(f"451 4.4.3 cannot resolve {candidate.host}: {errors[0]}")
-        raise Unresolvable(f"451 4.4.4 {candidate.host} has no IP address")
+        raise NoAddress(f"451 4.4.4 {candidate.host} has no IP address")
 
     async def _query(self, name: str, rdtype: str) -> list[Any]:
         if self.resolver is None:
@@ -128,5 +146,8 @@ class Destinations:
         if cached is not None and now - cached[0] < self.cache_seconds:
             return cached[1]
         records = await asyncio.to_thread(self.resolver.query, name, rdtype)
+        if len(self._cache) >= _CACHE_ENTRIES:  # forget what has expired, or everything
+            fresh = {k: v for k, v in self._cache.items() if now - v[0] < self.cache_seconds}
+            self._cache = fresh if len(fresh) < _CACHE_ENTRIES else {}
         self._cache[key] = (now, records)
         return records

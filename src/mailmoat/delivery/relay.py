@@ -342,9 +342,15 @@ class Relay:
 
     # -- opening a connection -------------------------------------------------------
 
-    async def _connect(self, destination: Destination) -> _Connection:
-        """Connect, read the greeting, EHLO (or HELO) and STARTTLS as the mode asks."""
+    async def _connect(self, destination: Destination, tls: TlsMode | None = None) -> _Connection:
+        """Connect, read the greeting, EHLO (or HELO) and STARTTLS as the mode asks.
+
+        In opportunistic mode a failed TLS handshake is followed by one more
+        connection in plain text, as Postfix does: a broken TLS setup downstream
+        must not stop the mail.
+        """
         options = self.options
+        mode = options.tls if tls is None else tls
         smtp = aiosmtplib.SMTP(
             hostname=destination.address,
             port=destination.port,
@@ -355,8 +361,14 @@ class Relay:
         try:
             await self._greet(smtp, destination)
             await self._hello(smtp, destination)
-            if await self._starttls(smtp, destination):
+            if await self._starttls(smtp, destination, mode):
                 await self._hello(smtp, destination)
+        except _HandshakeFailed as failed:
+            smtp.close()
+            if mode is TlsMode.OPPORTUNISTIC:
+                log.info("TLS with %s failed (%s); trying plain text", destination, failed)
+                return await self._connect(destination, TlsMode.NONE)
+            raise DestinationUnusable(failed.reply, destination) from None
         except DestinationUnusable as unusable:
             smtp.close()
             log.info("destination %s unusable: %s", destination, unusable.reply)
@@ -400,9 +412,10 @@ class Relay:
             reply = Reply(421, f"4.4.2 connection lost with {destination}: {_reason(error)}")
             raise DestinationUnusable(reply, destination) from error
 
-    async def _starttls(self, smtp: aiosmtplib.SMTP, destination: Destination) -> bool:
+    async def _starttls(
+        self, smtp: aiosmtplib.SMTP, destination: Destination, mode: TlsMode
+    ) -> bool:
         """Upgrade to TLS as the mode asks; True when it did (EHLO must then be repeated)."""
-        mode = self.options.tls
         if mode is TlsMode.NONE:
             return False
         if not smtp.supports_extension("starttls"):
@@ -417,6 +430,8 @@ class Relay:
                 timeout=self.options.command_timeout,
             )
         except SMTPResponseException as refused:
+            if mode is TlsMode.OPPORTUNISTIC and smtp.is_connected:
+                return False  # RFC 3207: after a refused STARTTLS the session goes on plain
             raise DestinationUnusable(_reply(refused.code, refused.message), destination) from None
         except ssl.SSLCertVerificationError as error:
             why = error.verify_message or error.reason
@@ -424,7 +439,7 @@ class Relay:
             raise DestinationUnusable(reply, destination) from error
         except _LINK_ERRORS as error:
             reply = Reply(421, f"4.7.0 TLS with {destination} failed: {_reason(error)}")
-            raise DestinationUnusable(reply, destination) from error
+            raise _HandshakeFailed(reply) from error
         return True
 
     def _tls_context(self, mode: TlsMode) -> ssl.SSLContext:
@@ -433,6 +448,12 @@ class Relay:
         if self._verifying_context is None:
             self._verifying_context = ssl.create_default_context()
         return self._verifying_context
+
+
+class _HandshakeFailed(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
 
 
 def _path(address: str) -> bytes:

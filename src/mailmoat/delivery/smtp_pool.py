@@ -99,7 +99,9 @@ class ConnectionPool(Generic[C]):
         """Give back a slot whose connection is closed (or was never opened)."""
         slots = self._slots[key]
         slots.open -= 1
-        self._wake(slots)
+        woke = self._wake(slots)
+        if not woke and slots.open == 0 and not slots.idle and not slots.waiters:
+            del self._slots[key]  # forget destinations no longer in use
 
     async def close(self) -> None:
         """Close every idle connection and stop the sweeper; the pool is unusable after."""
@@ -126,12 +128,14 @@ class ConnectionPool(Generic[C]):
         return False, None
 
     @staticmethod
-    def _wake(slots: _Slots[C]) -> None:
+    def _wake(slots: _Slots[C]) -> bool:
+        """Wake the first waiter still waiting; False when there was none."""
         while slots.waiters:
             waiter = slots.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                return
+                return True
+        return False
 
     async def _retire(self, key: Hashable, connection: C) -> None:
         try:

@@ -125,7 +125,9 @@ class DeliveryWorker:
 
     async def _claim(self, limit: int) -> int:
         now = datetime.now(UTC)
-        claimed = await queue_repo.claim(self.db, self.name, limit, self.options.lease, now)
+        claimed = await queue_repo.claim(
+            self.db, self.name, limit, self.options.lease, now, busy=list(self._inflight)
+        )
         for job in claimed.jobs:
             downstreams = claimed.downstreams.get(job.domain_id or "", [])
             task = asyncio.create_task(self._deliver(job, downstreams))
@@ -134,20 +136,19 @@ class DeliveryWorker:
         return len(claimed.jobs)
 
     def _forget(self, key: Key) -> Callable[[asyncio.Task[None]], None]:
-        def done(_: asyncio.Task[None]) -> None:
-            self._inflight.pop(key, None)
+        def done(task: asyncio.Task[None]) -> None:
+            if self._inflight.get(key) is task:
+                del self._inflight[key]
 
         return done
 
     async def _deliver(self, job: Job, downstreams: Sequence[DownstreamAddress]) -> None:
+        outcome = await self.attempt.run(job, downstreams)
         try:
-            outcome = await self.attempt.run(job, downstreams)
             await self._completer.submit(outcome)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             # The lease runs out and the message is tried again: nothing is lost.
-            log.exception("delivering message %s failed unexpectedly", job.message_id)
+            log.exception("recording the delivery of message %s failed", job.message_id)
 
     async def _complete(self, outcomes: Sequence[Outcome]) -> None:
         applied = await queue_repo.complete(self.db, self.name, outcomes, datetime.now(UTC))
