@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import aiosmtplib
@@ -18,6 +17,7 @@ from mailmoat.smtp.server import SmtpOptions, SmtpServer
 from tests.api.helpers import add_user, provision_names
 from tests.conftest import Tenant, TenantFactory
 from tests.smtp.conftest import DOMAIN, GTUBE, HOSTNAME, Gateway, GatewayFactory, message
+from tests.tls import self_signed
 
 
 async def test_mail_to_a_provisioned_domain_is_accepted_and_logged(gateway: Gateway) -> None:
@@ -345,17 +345,7 @@ async def test_proxy_protocol_gives_the_real_client_address(
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A throw-away self-signed certificate for the gateway's host name."""
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", f"/CN={HOSTNAME}", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"), HOSTNAME)
 
 
 async def test_starttls_with_a_configured_certificate(
