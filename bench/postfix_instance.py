@@ -92,11 +92,11 @@ smtputf8_enable = no
 """
 
 
-def tree_cpu_seconds(root_pid: int) -> float:
-    """CPU time of a process, its reaped children and its live descendants (/proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def _process_table() -> tuple[dict[int, int], dict[int, int]]:
+    """Parent and CPU ticks (own user+system time and that of its reaped children)
+    of every process, from /proc."""
     parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}  # own user+system time and that of its reaped children
+    ticks: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -107,17 +107,24 @@ def tree_cpu_seconds(root_pid: int) -> float:
         pid = int(entry.name)
         parents[pid] = int(fields[1])
         ticks[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return parents, ticks
+
+
+def tree_cpu_seconds(root_pid: int, *, descendants: bool = True) -> float:
+    """CPU time of a process, its reaped children and (unless ``descendants`` is
+    False) its live descendants (/proc)."""
+    parents, ticks = _process_table()
     if root_pid not in ticks:
         return 0.0
     total = ticks[root_pid]
-    stack = [root_pid]
+    stack = [root_pid] if descendants else []
     while stack:
         parent = stack.pop()
         for pid, ppid in parents.items():
             if ppid == parent and pid != root_pid:
                 total += ticks[pid]
                 stack.append(pid)
-    return total / tick
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
