@@ -69,7 +69,7 @@ async def database_services(
         learner=bayes_learner(database, threshold=5.0),
     )
     yield services
-    await services.intake.close()
+    await services.close()
 
 
 @pytest.fixture(scope="session")

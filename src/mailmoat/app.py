@@ -113,13 +113,13 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
                 children = SmtpChildren(settings, settings.smtp_processes - 1)
                 await children.start()
                 stack.push_async_callback(children.stop)
-        if settings.smtp_child:
-            await _wait_for_signal(with_parent=True)
-            return
         if settings.role in (Role.ALL, Role.WORKER):
             from mailmoat.delivery_runtime import running_delivery
 
             await stack.enter_async_context(running_delivery(settings, services))
+        if settings.smtp_child:
+            await _wait_for_signal(with_parent=True)
+            return
         _banner(settings, first, console)
         if settings.role in (Role.ALL, Role.API):
             host, port = parse_listen(settings.api_listen)

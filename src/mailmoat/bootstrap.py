@@ -45,7 +45,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         try:
             yield services
         finally:
-            await services.intake.close()
+            await services.close()
     finally:
         await database.dispose()
 

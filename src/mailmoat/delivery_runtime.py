@@ -45,6 +45,7 @@ async def running_delivery(
     )
     worker = DeliveryWorker(
         services.db,
+        services.commits,
         services.intake.spool,
         attempt,
         WorkerOptions(
@@ -55,10 +56,10 @@ async def running_delivery(
         sweeper=SpoolSweeper(services.db, services.intake.spool),
     )
     await worker.start()
-    services.intake.on_queued = worker.wake
+    services.intake.local_delivery = worker
     try:
         yield worker
     finally:
-        services.intake.on_queued = None
+        services.intake.local_delivery = None
         await worker.stop()
         await relay.close()

@@ -1,8 +1,9 @@
 """Extra SMTP processes sharing the listening port (SO_REUSEPORT).
 
 One Python process uses one core; with ``MAILMOAT_SMTP_PROCESSES=N`` the serving
-process starts N-1 more processes of role ``smtp`` on the same port and the
-kernel spreads connections over all of them. They are restarted when they die,
+process starts N-1 more processes on the same port and the kernel spreads
+connections over all of them. When the parent delivers mail too (role ``all``),
+so does each of them, starting with the mail it accepted itself. They are restarted when they die,
 stopped with the parent, and stop on their own when their parent disappears.
 """
 
@@ -28,7 +29,9 @@ ORPHAN_GRACE = 15.0
 class SmtpChildren:
     def __init__(self, settings: Settings, count: int) -> None:
         self.environment = os.environ | settings.child_environment(
-            role=Role.SMTP, smtp_processes=1, smtp_child=True
+            role=Role.ALL if settings.role is Role.ALL else Role.SMTP,
+            smtp_processes=1,
+            smtp_child=True,
         )
         self.environment[PARENT_VARIABLE] = str(os.getpid())
         self.count = count

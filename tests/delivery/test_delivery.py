@@ -304,18 +304,17 @@ async def test_a_claim_abandoned_by_a_dead_worker_is_taken_over(
     await room.worker.stop()  # this test plays the workers itself
     await room.route(mx(downstream.port))
     message_id = await room.send(message())
-    claimed = await queue_repo.claim(
-        services.db, "dead-worker", 10, timedelta(seconds=1), datetime.now(UTC)
-    )
+
+    def claim(owner: str, seconds: float) -> Any:
+        now, lease = datetime.now(UTC), timedelta(seconds=seconds)
+        return services.commits.run(lambda c: queue_repo.claim(c, owner, 10, lease, now))
+
+    claimed = await claim("dead-worker", 1)
     assert [j.message_id for j in claimed.jobs] == [message_id]
     # While the lease runs, nobody else gets the message.
-    assert (
-        await queue_repo.claim(services.db, "other", 10, timedelta(seconds=1), datetime.now(UTC))
-    ).jobs == []
+    assert (await claim("other", 1)).jobs == []
     await asyncio.sleep(1.1)
-    again = await queue_repo.claim(
-        services.db, "successor", 10, timedelta(seconds=30), datetime.now(UTC)
-    )
+    again = await claim("successor", 30)
     assert [j.message_id for j in again.jobs] == [message_id]
 
 

@@ -372,7 +372,7 @@ async def test_storage_failure_is_a_temporary_failure_and_keeps_nothing(
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
     await provision_names(tenant.client, tenant.subscription, DOMAIN)
-    intake = IntakeService(services.db, Spool(blocked / "spool"))
+    intake = IntakeService(services.db, Spool(blocked / "spool"), services.commits)
     pipeline = Pipeline(hostname=HOSTNAME, scanner=None, authenticator=None)
     server = SmtpServer(intake, pipeline, SmtpOptions(hostname=HOSTNAME, max_message_size=65536))
     await server.start("127.0.0.1", 0)
@@ -385,7 +385,6 @@ async def test_storage_failure_is_a_temporary_failure_and_keeps_nothing(
         assert failed.value.code == 451
     finally:
         await server.stop()
-        await intake.close()
     response = await tenant.client.get(f"/domains/{DOMAIN}/messages")
     assert response.json()["messages"] == []
 

@@ -54,7 +54,8 @@ def test_serve_accepts_mail_for_provisioned_domains_only(served: Served) -> None
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
         send(served.smtp_port, "x@unknown.example")
     log = api.get("/domains/served.example/messages").json()["messages"]
-    assert [m["state"] for m in log] == ["queued"]
+    # Accepted; with no downstream address configured its delivery waits.
+    assert [m["state"] for m in log] in (["queued"], ["deferred"])
     metrics = httpx.get(f"{served.base_url}/metrics").text
     assert 'mailmoat_smtp_replies_total{code="550",command="RCPT"} 1.0' in metrics
 

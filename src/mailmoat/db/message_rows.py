@@ -67,21 +67,33 @@ def _clip(value: str | None, size: int) -> str | None:
     return None if value is None else value[:size]
 
 
-def queue_row(message_id: str, route: str, now: datetime) -> Row:
-    """A delivery queue row, due at once."""
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Queue rows created already taken by a worker of this process (see intake)."""
+
+    owner: str
+    until: datetime
+
+
+def queue_row(message_id: str, route: str, now: datetime, lease: Lease | None = None) -> Row:
+    """A delivery queue row: due at once, or leased to a worker that has it already."""
     return {
         "message_id": message_id,
         "route": route,
         "state": MessageState.QUEUED,
         "attempts": 0,
         "queued_at": now,
-        "due_at": now,
-        "lease_owner": None,
+        "due_at": now if lease is None else lease.until,
+        "lease_owner": None if lease is None else lease.owner,
         "last_reply": "",
     }
 
 
-def message_rows(messages: Sequence[NewMessage]) -> MessageRows:
+def is_queued(message: NewMessage) -> bool:
+    return message.state == MessageState.QUEUED and message.data is not None
+
+
+def message_rows(messages: Sequence[NewMessage], lease: Lease | None = None) -> MessageRows:
     """The rows of new records; queued ones also get their place in the queue."""
     rows = [
         {
@@ -121,11 +133,7 @@ def message_rows(messages: Sequence[NewMessage]) -> MessageRows:
         for m in messages
         for address, recipient_id in m.recipients
     ]
-    deliveries = [
-        queue_row(m.id, m.route, m.received_at)
-        for m in messages
-        if m.state == MessageState.QUEUED and m.data is not None
-    ]
+    deliveries = [queue_row(m.id, m.route, m.received_at, lease) for m in messages if is_queued(m)]
     return MessageRows(rows, recipients, deliveries)
 
 
@@ -143,3 +151,16 @@ async def insert_async(session: AsyncSession, rows: MessageRows) -> None:
         await session.execute(insert(MessageRecipient), rows.recipients)
     if rows.deliveries:
         await session.execute(insert(Delivery), rows.deliveries)
+
+
+def insert_merged(conn: Connection, parts: list[MessageRows]) -> list[None]:
+    """Insert the records of many callers at once (see GroupCommit.run_merged)."""
+    insert_sync(
+        conn,
+        MessageRows(
+            [row for part in parts for row in part.messages],
+            [row for part in parts for row in part.recipients],
+            [row for part in parts for row in part.deliveries],
+        ),
+    )
+    return [None] * len(parts)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     and_,
     bindparam,
     case,
@@ -31,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.database import Database
-from mailmoat.db.message_rows import NewMessage, insert_async, message_rows, queue_row
+from mailmoat.db.message_rows import NewMessage, insert_sync, message_rows, queue_row
 from mailmoat.db.tables import (
     Delivery,
     DeliveryAttempt,
@@ -97,8 +98,8 @@ class Outcome:
     dsn: NewMessage | None = None
 
 
-async def claim(
-    db: Database,
+def claim(
+    conn: Connection,
     owner: str,
     limit: int,
     lease: timedelta,
@@ -109,41 +110,52 @@ async def claim(
     """Lease up to ``limit`` due rows to ``owner``, the longest waiting first.
 
     ``busy`` are rows the owner is still working on: even when their lease ran out
-    (renewals failed), the owner must not start them a second time.
+    (renewals failed), the owner must not start them a second time. Runs in a write
+    transaction (see db/group_commit.py).
     """
-    async with db.write() as session:
-        query = (
-            select(Delivery.message_id, Delivery.route)
-            .where(Delivery.due_at <= now)
-            .order_by(Delivery.due_at)
-            .limit(limit)
-        )
-        if busy:
-            query = query.where(tuple_(Delivery.message_id, Delivery.route).not_in(list(busy)))
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        keys: list[Key] = [(m, r) for m, r in (await session.execute(query)).all()]
-        if not keys:
-            return Claimed([], {})
-        await session.execute(
-            update(Delivery)
-            .where(tuple_(Delivery.message_id, Delivery.route).in_(keys))
-            .values(lease_owner=owner, due_at=now + lease)
-        )
-        return await _jobs(session, keys)
+    query = (
+        select(Delivery.message_id, Delivery.route)
+        .where(Delivery.due_at <= now)
+        .order_by(Delivery.due_at)
+        .limit(limit)
+    )
+    if busy:
+        query = query.where(tuple_(Delivery.message_id, Delivery.route).not_in(list(busy)))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    keys: list[Key] = [(m, r) for m, r in conn.execute(query).all()]
+    if not keys:
+        return Claimed([], {})
+    conn.execute(
+        update(Delivery)
+        .where(tuple_(Delivery.message_id, Delivery.route).in_(keys))
+        .values(lease_owner=owner, due_at=now + lease)
+    )
+    return _jobs(conn, keys)
 
 
-async def _jobs(session: AsyncSession, keys: Sequence[Key]) -> Claimed:
-    rows = await session.execute(
-        select(Delivery, Message)
+def _jobs(conn: Connection, keys: Sequence[Key]) -> Claimed:
+    found = conn.execute(
+        select(
+            Delivery.message_id,
+            Delivery.route,
+            Delivery.attempts,
+            Delivery.queued_at,
+            Message.customer_id,
+            Message.domain_id,
+            Message.domain_name,
+            Message.mail_from,
+            Message.received_at,
+            Message.spool_key,
+            Message.related_id,
+        )
         .join(Message, Message.id == Delivery.message_id)
         .where(tuple_(Delivery.message_id, Delivery.route).in_(keys))
-    )
-    found = [(d, m) for d, m in rows.all()]
-    ids = [d.message_id for d, _ in found]
+    ).all()
+    ids = [row.message_id for row in found]
     pending: dict[str, list[str]] = defaultdict(list)
     failed: dict[str, int] = defaultdict(int)
-    recipients = await session.execute(
+    recipients = conn.execute(
         select(
             MessageRecipient.message_id,
             MessageRecipient.address,
@@ -165,83 +177,110 @@ async def _jobs(session: AsyncSession, keys: Sequence[Key]) -> Claimed:
             failed[message_id] += 1
     jobs = [
         Job(
-            message_id=d.message_id,
-            route=d.route,
-            attempts=d.attempts,
-            queued_at=d.queued_at,
-            customer_id=m.customer_id,
-            domain_id=m.domain_id,
-            domain_name=m.domain_name,
-            mail_from=m.mail_from,
-            received_at=m.received_at,
-            spool_key=m.spool_key,
-            recipients=tuple(pending[d.message_id]),
-            related_id=m.related_id,
-            failed_before=failed[d.message_id],
+            message_id=row.message_id,
+            route=row.route,
+            attempts=row.attempts,
+            queued_at=row.queued_at,
+            customer_id=row.customer_id,
+            domain_id=row.domain_id,
+            domain_name=row.domain_name,
+            mail_from=row.mail_from,
+            received_at=row.received_at,
+            spool_key=row.spool_key,
+            recipients=tuple(pending[row.message_id]),
+            related_id=row.related_id,
+            failed_before=failed[row.message_id],
         )
-        for d, m in found
+        for row in found
     ]
     domain_ids = {j.domain_id for j in jobs if j.domain_id is not None}
-    return Claimed(jobs, await _downstreams(session, domain_ids))
+    return Claimed(jobs, downstreams(conn, domain_ids))
 
 
-async def _downstreams(
-    session: AsyncSession, domain_ids: Iterable[str]
+def downstreams(
+    conn: Connection, domain_ids: Iterable[str]
 ) -> dict[str, list[downstream.DownstreamAddress]]:
+    """The downstream addresses of these domains, in their configured order."""
     found: dict[str, list[downstream.DownstreamAddress]] = defaultdict(list)
     wanted = list(domain_ids)
     if not wanted:
         return {}
-    rows = await session.scalars(
-        select(DownstreamAddress)
+    rows = conn.execute(
+        select(
+            DownstreamAddress.domain_id,
+            DownstreamAddress.priority,
+            DownstreamAddress.weight,
+            DownstreamAddress.port,
+            DownstreamAddress.target,
+        )
         .where(DownstreamAddress.domain_id.in_(wanted))
         .order_by(DownstreamAddress.domain_id, DownstreamAddress.position)
     )
-    for row in rows:
-        found[row.domain_id].append(
-            downstream.DownstreamAddress(row.priority, row.weight, row.port, row.target)
-        )
+    for domain_id, priority, weight, port, target in rows:
+        found[domain_id].append(downstream.DownstreamAddress(priority, weight, port, target))
     return dict(found)
 
 
-async def renew(db: Database, owner: str, keys: Sequence[Key], until: datetime) -> None:
+def renew(conn: Connection, owner: str, keys: Sequence[Key], until: datetime) -> None:
     """Extend the lease on rows still being worked on."""
-    async with db.write() as session:
-        for start in range(0, len(keys), CHUNK):
-            await session.execute(
-                update(Delivery)
-                .where(
-                    tuple_(Delivery.message_id, Delivery.route).in_(keys[start : start + CHUNK]),
-                    Delivery.lease_owner == owner,
-                )
-                .values(due_at=until)
+    _set_lease(conn, owner, keys, owner=owner, due=until)
+
+
+def release(conn: Connection, owner: str, keys: Sequence[Key], now: datetime) -> None:
+    """Give back rows ``owner`` holds but has not started: due at once for anyone."""
+    _set_lease(conn, owner, keys, owner=None, due=now)
+
+
+def _set_lease(
+    conn: Connection, holder: str, keys: Sequence[Key], *, owner: str | None, due: datetime
+) -> None:
+    for start in range(0, len(keys), CHUNK):
+        conn.execute(
+            update(Delivery)
+            .where(
+                tuple_(Delivery.message_id, Delivery.route).in_(keys[start : start + CHUNK]),
+                Delivery.lease_owner == holder,
             )
+            .values(lease_owner=owner, due_at=due)
+        )
 
 
-async def complete(
-    db: Database, owner: str, outcomes: Sequence[Outcome], now: datetime
+def complete(
+    conn: Connection, owner: str, outcomes: Sequence[Outcome], now: datetime
 ) -> list[bool]:
-    """Record the outcomes of attempts, all in one transaction of a few statements.
+    """Record the outcomes of attempts, in a few statements for all of them.
 
     An outcome whose row is no longer leased to ``owner`` (the lease ran out and
     another worker took the message) only adds its attempts to the log: the other
     worker now decides the message's fate. Returns, per outcome, whether it applied.
     """
-    async with db.write() as session:
-        held = await _held(session, owner, [o.job.key for o in outcomes])
-        applied = [o.job.key in held for o in outcomes]
-        mine = [o for o, ok in zip(outcomes, applied, strict=True) if ok]
-        await _settle_rows(session, mine)
-        await _record_attempts(session, outcomes)
-        await _record_outcomes(session, mine, now)
+    held = _held(conn, owner, [o.job.key for o in outcomes])
+    applied = [o.job.key in held for o in outcomes]
+    mine = [o for o, ok in zip(outcomes, applied, strict=True) if ok]
+    _settle_rows(conn, mine)
+    _record_attempts(conn, outcomes)
+    _record_outcomes(conn, mine, now)
     return applied
 
 
-async def _held(session: AsyncSession, owner: str, keys: Sequence[Key]) -> set[Key]:
+def complete_merged(conn: Connection, payloads: list[tuple[str, Outcome, datetime]]) -> list[bool]:
+    """``complete`` for the outcomes of many attempts (see GroupCommit.run_merged)."""
+    applied: dict[int, bool] = {}
+    owners: dict[str, list[int]] = defaultdict(list)
+    for index, (owner, _, _) in enumerate(payloads):
+        owners[owner].append(index)
+    for owner, indexes in owners.items():
+        now = max(payloads[i][2] for i in indexes)
+        done = complete(conn, owner, [payloads[i][1] for i in indexes], now)
+        applied.update(zip(indexes, done, strict=True))
+    return [applied[i] for i in range(len(payloads))]
+
+
+def _held(conn: Connection, owner: str, keys: Sequence[Key]) -> set[Key]:
     """The rows among ``keys`` still leased to ``owner``, locked until the commit."""
     held: set[Key] = set()
     for start in range(0, len(keys), CHUNK):
-        rows = await session.execute(
+        rows = conn.execute(
             select(Delivery.message_id, Delivery.route)
             .where(
                 tuple_(Delivery.message_id, Delivery.route).in_(keys[start : start + CHUNK]),
@@ -253,10 +292,10 @@ async def _held(session: AsyncSession, owner: str, keys: Sequence[Key]) -> set[K
     return held
 
 
-async def _settle_rows(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+def _settle_rows(conn: Connection, outcomes: Sequence[Outcome]) -> None:
     done = [o.job.key for o in outcomes if o.retry_at is None]
     for start in range(0, len(done), CHUNK):
-        await session.execute(
+        conn.execute(
             delete(Delivery).where(
                 tuple_(Delivery.message_id, Delivery.route).in_(done[start : start + CHUNK])
             )
@@ -273,10 +312,7 @@ async def _settle_rows(session: AsyncSession, outcomes: Sequence[Outcome]) -> No
         if o.retry_at is not None
     ]
     if waiting:
-        # Core executemany on the connection: the ORM would treat a list of
-        # parameters as its "bulk update by primary key", which wants no WHERE.
-        connection = await session.connection()
-        await connection.execute(
+        conn.execute(
             update(Delivery)
             .where(Delivery.message_id == bindparam("m"), Delivery.route == bindparam("r"))
             .values(
@@ -290,7 +326,7 @@ async def _settle_rows(session: AsyncSession, outcomes: Sequence[Outcome]) -> No
         )
 
 
-async def _record_attempts(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+def _record_attempts(conn: Connection, outcomes: Sequence[Outcome]) -> None:
     rows = [
         {
             "message_id": o.job.message_id,
@@ -305,20 +341,17 @@ async def _record_attempts(session: AsyncSession, outcomes: Sequence[Outcome]) -
         for a in o.attempts
     ]
     if rows:
-        await session.execute(insert(DeliveryAttempt), rows)
+        conn.execute(insert(DeliveryAttempt), rows)
 
 
-async def _record_outcomes(
-    session: AsyncSession, outcomes: Sequence[Outcome], now: datetime
-) -> None:
+def _record_outcomes(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
     settled = [
         {"m": o.job.message_id, "a": address, "status": status, "reply": reply[:512]}
         for o in outcomes
         for address, (status, reply) in o.final.items()
     ]
-    connection = await session.connection()
     if settled:
-        await connection.execute(
+        conn.execute(
             update(MessageRecipient)
             .where(
                 MessageRecipient.message_id == bindparam("m"),
@@ -329,7 +362,7 @@ async def _record_outcomes(
         )
     states = [{"m": o.job.message_id, "state": o.message_state} for o in outcomes]
     if states:
-        await connection.execute(
+        conn.execute(
             update(Message)
             .where(Message.id == bindparam("m"))
             .values(state=bindparam("state"), state_changed_at=now),
@@ -337,7 +370,7 @@ async def _record_outcomes(
         )
     dsns = [o.dsn for o in outcomes if o.dsn is not None]
     if dsns:
-        await insert_async(session, message_rows(dsns))
+        insert_sync(conn, message_rows(dsns))
 
 
 async def enqueue(session: AsyncSession, message_id: str, route: str, now: datetime) -> None:
@@ -484,3 +517,19 @@ async def kept_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
         )
         found.update(k for k in rows if k is not None)
     return found
+
+
+async def any_due(db: Database, now: datetime) -> bool:
+    """Whether some row is due: a read, so idle workers poll without taking the write lock."""
+    async with db.read() as session:
+        query = select(Delivery.message_id).where(Delivery.due_at <= now).limit(1)
+        found = await session.scalar(query)
+    return found is not None
+
+
+async def downstreams_of(
+    db: Database, domain_ids: Iterable[str]
+) -> dict[str, list[downstream.DownstreamAddress]]:
+    async with db.read() as session:
+        conn = await session.connection()
+        return await conn.run_sync(downstreams, list(domain_ids))

@@ -60,7 +60,7 @@ class Spool:
     async def sync_dirs(self, directories: Iterable[Path]) -> None:
         unique = set(directories)
         if unique:
-            await asyncio.to_thread(_fsync_all, unique)
+            await asyncio.to_thread(fsync_directories, unique)
 
     async def read(self, key: str) -> bytes:
         try:
@@ -79,11 +79,12 @@ class Spool:
             return
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
-            _fsync_all([directory.parent])
+            fsync_directories([directory.parent])
         self._ready_dirs.add(directory)
 
 
-def _fsync_all(directories: Iterable[Path]) -> None:
+def fsync_directories(directories: Iterable[Path]) -> None:
+    """Make the new directory entries (renamed files) in ``directories`` durable."""
     for directory in directories:
         fd = os.open(directory, os.O_RDONLY)
         try:

@@ -10,25 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import socket
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from mailmoat import metrics
 from mailmoat.db import queue_repo
-from mailmoat.db.batch_writer import BatchWriter
 from mailmoat.db.database import Database
-from mailmoat.db.queue_repo import Job, Key, Outcome
+from mailmoat.db.group_commit import GroupCommit
+from mailmoat.db.message_rows import NewMessage
+from mailmoat.db.queue_repo import Job, Key
 from mailmoat.db.spool import Spool
 from mailmoat.delivery.attempt import Attempt
 from mailmoat.delivery.spool_sweeper import SpoolSweeper
 from mailmoat.domain.downstream import DownstreamAddress
 
 log = logging.getLogger(__name__)
+
+HANDOFF_BACKLOG = 10  # mail taken from intake, at most, per slot of concurrency
+ROUTES_TTL = 5.0  # seconds a domain's downstream addresses are trusted
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,7 @@ class DeliveryWorker:
     def __init__(
         self,
         db: Database,
+        commits: GroupCommit,
         spool: Spool,
         attempt: Attempt,
         options: WorkerOptions,
@@ -57,20 +65,60 @@ class DeliveryWorker:
         sweeper: SpoolSweeper | None = None,
     ) -> None:
         self.db = db
+        self.commits = commits
         self.spool = spool
         self.attempt = attempt
         self.options = options
         self.name = name or worker_name()
         self.sweeper = sweeper
         self._inflight: dict[Key, asyncio.Task[None]] = {}
+        self._handed: deque[Job] = deque()  # taken from intake, not started yet
+        self._routes: dict[str, tuple[float, list[DownstreamAddress]]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._completer: BatchWriter[Outcome] = BatchWriter(self._complete)
 
     def wake(self) -> None:
-        """New mail was queued in this process: look for due rows now."""
+        """Look for due rows now."""
         self._wake.set()
+
+    # -- taking new mail straight from intake (services.intake.LocalDelivery) --------
+
+    @property
+    def owner(self) -> str:
+        return self.name
+
+    @property
+    def lease(self) -> timedelta:
+        return self.options.lease
+
+    def accepting(self) -> bool:
+        """Whether new mail may be handed over (its rows are then leased to us)."""
+        backlog = len(self._handed) + len(self._inflight)
+        return not self._stopping and backlog < HANDOFF_BACKLOG * self.options.concurrency
+
+    def take(self, messages: Sequence[NewMessage]) -> None:
+        """Queue rows for ``messages`` were committed, leased to this worker."""
+        for m in messages:
+            self._handed.append(
+                Job(
+                    message_id=m.id,
+                    route=m.route,
+                    attempts=0,
+                    queued_at=m.received_at,
+                    customer_id=m.customer_id,
+                    domain_id=m.domain_id,
+                    domain_name=m.domain_name,
+                    mail_from=m.mail_from,
+                    received_at=m.received_at,
+                    spool_key=m.id,
+                    recipients=tuple(address for address, _ in m.recipients),
+                    related_id=m.related_id,
+                    failed_before=0,
+                )
+            )
+        if messages:
+            self._wake.set()
 
     async def start(self) -> None:
         self._tasks = [
@@ -84,17 +132,25 @@ class DeliveryWorker:
     async def stop(self) -> None:
         """Stop claiming; let attempts in flight finish for a while, then cancel them.
 
-        A cancelled attempt keeps its lease: its message is tried again when the
-        lease runs out, by this node after a restart or by another one.
+        Mail handed over but not started is given back to the queue at once. A
+        cancelled attempt keeps its lease: its message is tried again when the lease
+        runs out, by this node after a restart or by another one.
         """
         self._stopping = True
         self._wake.set()
+        if self._handed:
+            keys = [job.key for job in self._handed]
+            self._handed.clear()
+            try:
+                now = datetime.now(UTC)
+                await self.commits.run(lambda c: queue_repo.release(c, self.name, keys, now))
+            except Exception:
+                log.exception("could not give %d messages back to the queue", len(keys))
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.options.stop_grace)
         for task in [*self._inflight.values(), *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), *self._tasks, return_exceptions=True)
-        await self._completer.close()
 
     async def run_once(self) -> int:
         """Claim what is due now and deliver it; for tests and the CLI. Returns the count."""
@@ -105,17 +161,19 @@ class DeliveryWorker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            self._wake.clear()  # before looking: a wake-up during the look is kept
             free = self.options.concurrency - len(self._inflight)
             got = 0
             if free > 0:
                 try:
-                    got = await self._claim(free)
+                    got = await self._start_handed(free)
+                    if got < free and not self._handed:
+                        got += await self._claim(free - got)
                 except Exception:
                     log.exception("claiming queued mail failed; trying again shortly")
             if got and got == free:
                 await self._wait_for_slot()
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.options.poll_interval)
 
@@ -123,38 +181,65 @@ class DeliveryWorker:
         if len(self._inflight) >= self.options.concurrency:
             await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
 
+    async def _start_handed(self, limit: int) -> int:
+        jobs = [self._handed.popleft() for _ in range(min(limit, len(self._handed)))]
+        if not jobs:
+            return 0
+        routes = await self._downstreams({j.domain_id for j in jobs if j.domain_id is not None})
+        for job in jobs:
+            self._start(job, routes.get(job.domain_id or "", []))
+        return len(jobs)
+
+    async def _downstreams(self, domain_ids: set[str]) -> dict[str, list[DownstreamAddress]]:
+        """Domains' downstream addresses, read at most every few seconds per domain."""
+        now = time.monotonic()
+        stale = {d for d in domain_ids if now - self._routes.get(d, (-1e9, []))[0] > ROUTES_TTL}
+        if stale:
+            found = await queue_repo.downstreams_of(self.db, stale)
+            if len(self._routes) > 10_000:
+                self._routes.clear()
+            for domain_id in stale:
+                self._routes[domain_id] = (now, found.get(domain_id, []))
+        return {d: self._routes[d][1] for d in domain_ids}
+
     async def _claim(self, limit: int) -> int:
         now = datetime.now(UTC)
-        claimed = await queue_repo.claim(
-            self.db, self.name, limit, self.options.lease, now, busy=list(self._inflight)
+        if not await queue_repo.any_due(self.db, now):
+            return 0
+        busy = list(self._inflight)
+        claimed = await self.commits.run(
+            lambda c: queue_repo.claim(c, self.name, limit, self.options.lease, now, busy=busy)
         )
         for job in claimed.jobs:
-            downstreams = claimed.downstreams.get(job.domain_id or "", [])
-            task = asyncio.create_task(self._deliver(job, downstreams))
-            self._inflight[job.key] = task
-            task.add_done_callback(self._forget(job.key))
+            self._start(job, claimed.downstreams.get(job.domain_id or "", []))
         return len(claimed.jobs)
+
+    def _start(self, job: Job, downstreams: Sequence[DownstreamAddress]) -> None:
+        task = asyncio.create_task(self._deliver(job, downstreams))
+        self._inflight[job.key] = task
+        task.add_done_callback(self._forget(job.key))
 
     def _forget(self, key: Key) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             if self._inflight.get(key) is task:
                 del self._inflight[key]
+            if self._handed:
+                self._wake.set()  # a slot is free for mail waiting in memory
 
         return done
 
     async def _deliver(self, job: Job, downstreams: Sequence[DownstreamAddress]) -> None:
         outcome = await self.attempt.run(job, downstreams)
         try:
-            await self._completer.submit(outcome)
+            now = datetime.now(UTC)
+            done = await self.commits.run_merged(
+                queue_repo.complete_merged, (self.name, outcome, now)
+            )
         except Exception:
             # The lease runs out and the message is tried again: nothing is lost.
             log.exception("recording the delivery of message %s failed", job.message_id)
-
-    async def _complete(self, outcomes: Sequence[Outcome]) -> None:
-        applied = await queue_repo.complete(self.db, self.name, outcomes, datetime.now(UTC))
-        for outcome, done in zip(outcomes, applied, strict=True):
-            if done:
-                continue
+            return
+        if not done:
             metrics.DELIVERY_LEASES_LOST.inc()
             log.warning(
                 "message %s: the lease ran out during delivery; another worker has it",
@@ -176,11 +261,13 @@ class DeliveryWorker:
         period = max(self.options.lease.total_seconds() / 3, 0.2)
         while not self._stopping:
             await asyncio.sleep(period)
-            keys = list(self._inflight)
+            keys = [*self._inflight, *(job.key for job in self._handed)]
             if not keys:
                 continue
             try:
                 until = datetime.now(UTC) + self.options.lease
-                await queue_repo.renew(self.db, self.name, keys, until)
+                await self.commits.run(
+                    functools.partial(queue_repo.renew, owner=self.name, keys=keys, until=until)
+                )
             except Exception:
                 log.exception("renewing delivery leases failed")

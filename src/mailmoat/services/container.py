@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from mailmoat.db.database import Database
+from mailmoat.db.group_commit import GroupCommit
 from mailmoat.db.spool import Spool
 from mailmoat.services.customers import CustomerService
 from mailmoat.services.domains import DomainService
@@ -34,6 +35,11 @@ class Services:
     intake: IntakeService
     messages: MessageService
     queue: QueueService
+    commits: GroupCommit
+
+    async def close(self) -> None:
+        """Commit what is pending; call before the database is disposed of."""
+        await self.commits.close()
 
 
 async def build_services(
@@ -49,6 +55,7 @@ async def build_services(
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
     spool = Spool(spool_dir)
+    commits = GroupCommit(database)
     return Services(
         db=database,
         customers=CustomerService(database),
@@ -58,7 +65,8 @@ async def build_services(
         users=UserService(database),
         login_links=LoginLinkService(database, hasher, public_url, login_link_lifetime),
         reports=ReportService(database, learner),
-        intake=IntakeService(database, spool),
+        intake=IntakeService(database, spool, commits),
         messages=MessageService(database, spool),
         queue=QueueService(database),
+        commits=commits,
     )

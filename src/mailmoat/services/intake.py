@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import Engine
-
-from mailmoat.db.batch_writer import BatchWriter
 from mailmoat.db.database import Database
 from mailmoat.db.domains_repo import DomainRow, alias_owner, domain_by_name
+from mailmoat.db.group_commit import GroupCommit
 from mailmoat.db.inline_sqlite import InlineUnavailable
 from mailmoat.db.intake_repo import (
     RecipientRow,
@@ -21,10 +19,10 @@ from mailmoat.db.intake_repo import (
     list_entries,
 )
 from mailmoat.db.message_rows import (
-    MessageRows,
+    Lease,
     NewMessage,
-    insert_async,
-    insert_sync,
+    insert_merged,
+    is_queued,
     message_rows,
     new_message_id,
 )
@@ -97,17 +95,13 @@ def _entries(rows: Sequence[tuple[str, str, str, str]]) -> tuple[Entry, ...]:
 
 
 class IntakeService:
-    def __init__(self, database: Database, spool: Spool) -> None:
+    def __init__(self, database: Database, spool: Spool, commits: GroupCommit) -> None:
         self.db = database
         self.spool = spool
-        # Called after queued mail was committed, to wake this process's delivery worker.
-        self.on_queued: Callable[[], None] | None = None
-        self._writer: BatchWriter[Kept] = BatchWriter(self._flush)
+        self.commits = commits
+        # This process's delivery worker, which takes new mail straight from intake.
+        self.local_delivery: LocalDelivery | None = None
         self._creating: dict[str, asyncio.Future[RecipientRow]] = {}
-        # SQLite group commits run synchronously on one thread of their own.
-        self._sqlite_thread = (
-            ThreadPoolExecutor(1, thread_name_prefix="mailmoat-log") if database.is_sqlite else None
-        )
 
     async def recipient(self, raw_address: str) -> RecipientContext | None:
         """The context of a recipient address, or None when its domain is not served here.
@@ -184,50 +178,45 @@ class IntakeService:
         )
 
     async def keep(self, messages: Sequence[NewMessage]) -> None:
-        """Store bytes durably, then commit the records; return only when both are done."""
+        """Store bytes durably, then commit the records; return only when both are done.
+
+        Queued mail goes to this process's delivery worker with its queue row
+        already leased to it, so that delivery starts without a trip to the queue.
+        """
         kept = [m for m in messages if m.data is not None]
+        local = self.local_delivery
+        handoff = local if local is not None and local.accepting() else None
         try:
             directories = await asyncio.gather(
                 *(self.spool.write_file(m.id, m.data) for m in kept if m.data is not None)
             )
-            await self._writer.submit(Kept(messages, directories))
+            lease = None
+            if handoff is not None:
+                lease = Lease(handoff.owner, datetime.now(UTC) + handoff.lease)
+            rows = message_rows(messages, lease)
+            await self.commits.run_merged(insert_merged, rows, sync=directories)
         except Exception:
             # The sender is told to try again: leave no orphaned bytes behind. (A
             # cancelled session is not cleaned up: its batch may still commit.)
             await asyncio.gather(*(self.spool.delete(m.id) for m in kept), return_exceptions=True)
             raise
-
-    async def _flush(self, batch: Sequence[Kept]) -> None:
-        """One group commit: the spool directories first, then every record at once."""
-        await self.spool.sync_dirs(d for kept in batch for d in kept.directories)
-        rows = message_rows([m for kept in batch for m in kept.messages])
-        if self._sqlite_thread is not None:
-            engine = self.db.sync_write_engine()
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._sqlite_thread, _insert_sync, engine, rows)
-        else:
-            async with self.db.write() as session:
-                await insert_async(session, rows)
-        if rows.deliveries and self.on_queued is not None:
-            self.on_queued()
-
-    async def close(self) -> None:
-        await self._writer.close()
-        if self._sqlite_thread is not None:
-            self._sqlite_thread.shutdown(wait=True)
+        if handoff is not None:
+            handoff.take([m for m in messages if is_queued(m)])
 
 
-@dataclass(frozen=True, slots=True)
-class Kept:
-    """Records to commit, and the spool directories their bytes were written to."""
+class LocalDelivery(Protocol):
+    """A delivery worker in this process that takes newly queued mail directly."""
 
-    messages: Sequence[NewMessage]
-    directories: Sequence[Path]
+    @property
+    def owner(self) -> str:
+        """The name its leases carry."""
 
+    @property
+    def lease(self) -> timedelta: ...
 
-def _insert_sync(engine: Engine, rows: MessageRows) -> None:
-    with engine.begin() as conn:
-        insert_sync(conn, rows)
+    def accepting(self) -> bool: ...
+
+    def take(self, messages: Sequence[NewMessage]) -> None: ...
 
 
 __all__ = [
