@@ -7,6 +7,7 @@ the inline reader when there is one, otherwise through an async read session.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -28,18 +29,32 @@ _tokens = BayesToken.__table__
 _totals = BayesTotals.__table__
 
 
+TOTALS_SECONDS = 1.0
+"""How long a scope's totals are remembered: they only decide whether a message is
+worth tokenizing, and a report's effect may show a second late in other processes."""
+_remembered: dict[str, tuple[float, Counts]] = {}  # per process, by scope
+
+
 class DatabaseTokenStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def totals(self, scope: str) -> Counts | None:
-        """Read inline on SQLite (microseconds); elsewhere not worth a round trip."""
+        """Read inline on SQLite (and remembered a moment); elsewhere not worth a trip."""
         if self.db.inline is None:
             return None
+        now = time.monotonic()
+        known = _remembered.get(scope)
+        if known is not None and now - known[0] < TOTALS_SECONDS:
+            return known[1]
         try:
-            return self.db.inline.bayes_totals(scope)
+            found = self.db.inline.bayes_totals(scope)
         except InlineUnavailable:
             return None
+        if len(_remembered) > 10_000:
+            _remembered.clear()
+        _remembered[scope] = (now, found)
+        return found
 
     async def counts(self, scope: str, tokens: Collection[str]) -> tuple[Counts, dict[str, Counts]]:
         wanted = list(tokens)
@@ -88,6 +103,7 @@ class DatabaseTokenStore:
                 batch = ordered[start : start + LEARN_BATCH]
                 rows = [{"scope": scope, "token": token, **add} for token in batch]
                 await self._upsert(session, _tokens, ["scope", "token"], rows)
+        _remembered.pop(scope, None)  # this process sees what it learned at once
 
     async def _upsert(
         self, session: AsyncSession, table: Any, keys: list[str], rows: list[dict[str, Any]]

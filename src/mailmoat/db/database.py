@@ -10,6 +10,7 @@ statements belong in ``write()``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -42,7 +44,7 @@ def sqlite_url_for(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'mailmoat.db').resolve()}"
 
 
-def _sqlite_pragmas(immediate: bool) -> Any:
+def _sqlite_pragmas(immediate: bool, busy_timeout_ms: int = 10000) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_connection.isolation_level = None
@@ -52,10 +54,28 @@ def _sqlite_pragmas(immediate: bool) -> Any:
         # survive a power cut, not only a crash of the process (NORMAL would do that).
         cursor.execute(f"PRAGMA synchronous={'FULL' if immediate else 'NORMAL'}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     return on_connect
+
+
+LOCK_RETRY_SECONDS = 0.0005
+LOCK_WAIT_LIMIT = 10.0
+
+
+def _begin_immediate_retrying(conn: Any) -> None:
+    """BEGIN IMMEDIATE, trying again every fraction of a millisecond while another
+    connection (another process of this node) holds the write lock."""
+    deadline = time.monotonic() + LOCK_WAIT_LIMIT
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(LOCK_RETRY_SECONDS)
 
 
 class Database:
@@ -116,11 +136,10 @@ class Database:
                 max_overflow=0,
                 connect_args={"check_same_thread": False},
             )
-            event.listen(engine, "connect", _sqlite_pragmas(immediate=True))
-
-            @event.listens_for(engine, "begin")
-            def do_begin(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # SQLite's own busy handler sleeps 1, 2, 5, 10… ms between tries: the
+            # processes of one node would leave the write lock idle most of the time.
+            event.listen(engine, "connect", _sqlite_pragmas(immediate=True, busy_timeout_ms=0))
+            event.listen(engine, "begin", _begin_immediate_retrying)
 
             self._sync_write_engine = engine
         return self._sync_write_engine

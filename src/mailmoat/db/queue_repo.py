@@ -64,6 +64,7 @@ class Job:
     recipients: tuple[str, ...]  # those still waiting for delivery
     related_id: str | None
     failed_before: int  # recipients refused for good by earlier attempts
+    data: bytes | None = None  # the content, when handed over in memory by intake
 
     @property
     def key(self) -> Key:

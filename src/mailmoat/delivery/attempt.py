@@ -124,6 +124,8 @@ class Attempt:
         self._settle(job, tried, failure, "-")
 
     async def _content(self, job: Job) -> bytes:
+        if job.data is not None:
+            return job.data
         if job.spool_key is None:
             raise Unresolvable("451 4.3.0 the message content is not kept")
         try:

@@ -35,6 +35,7 @@ from mailmoat.domain.downstream import DownstreamAddress
 log = logging.getLogger(__name__)
 
 HANDOFF_BACKLOG = 10  # mail taken from intake, at most, per slot of concurrency
+HANDOFF_BYTES = 64 * 1024 * 1024  # message contents kept in memory for them, at most
 ROUTES_TTL = 5.0  # seconds a domain's downstream addresses are trusted
 
 
@@ -73,6 +74,8 @@ class DeliveryWorker:
         self.sweeper = sweeper
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._handed: deque[Job] = deque()  # taken from intake, not started yet
+        self._handed_bytes = 0  # of the message contents they carry
+        self._next_poll = 0.0  # when to look at the queue in the database next
         self._routes: dict[str, tuple[float, list[DownstreamAddress]]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -100,6 +103,11 @@ class DeliveryWorker:
     def take(self, messages: Sequence[NewMessage]) -> None:
         """Queue rows for ``messages`` were committed, leased to this worker."""
         for m in messages:
+            # Small contents travel in memory (no spool read), within a budget.
+            data = m.data
+            if data is not None and self._handed_bytes + len(data) > HANDOFF_BYTES:
+                data = None
+            self._handed_bytes += len(data or b"")
             self._handed.append(
                 Job(
                     message_id=m.id,
@@ -115,6 +123,7 @@ class DeliveryWorker:
                     recipients=tuple(address for address, _ in m.recipients),
                     related_id=m.related_id,
                     failed_before=0,
+                    data=data,
                 )
             )
         if messages:
@@ -141,6 +150,7 @@ class DeliveryWorker:
         if self._handed:
             keys = [job.key for job in self._handed]
             self._handed.clear()
+            self._handed_bytes = 0
             try:
                 now = datetime.now(UTC)
                 await self.commits.run(lambda c: queue_repo.release(c, self.name, keys, now))
@@ -167,15 +177,24 @@ class DeliveryWorker:
             if free > 0:
                 try:
                     got = await self._start_handed(free)
-                    if got < free and not self._handed:
-                        got += await self._claim(free - got)
+                    # The queue itself is looked at every poll interval (or at once
+                    # while it has more than we can take): what waits there (retries,
+                    # mail of processes without a worker) is never in a hurry.
+                    if got < free and not self._handed and time.monotonic() >= self._next_poll:
+                        wanted = free - got
+                        claimed = await self._claim(wanted)
+                        got += claimed
+                        more = claimed == wanted  # the queue may hold more: look again
+                        pause = 0.0 if more else self.options.poll_interval
+                        self._next_poll = time.monotonic() + pause
                 except Exception:
                     log.exception("claiming queued mail failed; trying again shortly")
             if got and got == free:
                 await self._wait_for_slot()
                 continue
+            timeout = max(self._next_poll - time.monotonic(), 0.01)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.options.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _wait_for_slot(self) -> None:
         if len(self._inflight) >= self.options.concurrency:
@@ -185,6 +204,7 @@ class DeliveryWorker:
         jobs = [self._handed.popleft() for _ in range(min(limit, len(self._handed)))]
         if not jobs:
             return 0
+        self._handed_bytes -= sum(len(job.data or b"") for job in jobs)
         routes = await self._downstreams({j.domain_id for j in jobs if j.domain_id is not None})
         for job in jobs:
             self._start(job, routes.get(job.domain_id or "", []))

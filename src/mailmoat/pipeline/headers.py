@@ -5,14 +5,9 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from email import policy
 from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
 
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
-# compat32 reads header fields as they are, several times faster than the default
-# policy; only the Subject is decoded (RFC 2047), the other fields are ASCII anyway.
-_PARSER = BytesHeaderParser(policy=policy.compat32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +49,21 @@ def safe_text(value: str | None, limit: int = 255) -> str:
 
 
 def summary(raw: bytes) -> Summary:
-    """Message-ID and the decoded Subject; never raises on malformed headers."""
+    """Message-ID and the decoded Subject (the first of each); never raises."""
     head, _ = split_head(raw)
-    try:
-        parsed = _PARSER.parsebytes(head)
-        # The raw values: get() would wrap 8-bit text in a Header and lose it.
-        raw_values = {name.lower(): value for name, value in reversed(list(parsed.raw_items()))}
-        message_id, subject = raw_values.get("message-id"), raw_values.get("subject")
-    except Exception:  # malformed header fields must not stop the mail
-        return Summary(None, None)
+    found: dict[bytes, str] = {}
+    for field in _fields(head):
+        match = _FIELD_NAME.match(field)
+        if match is None:
+            continue
+        name = match.group(1).lower()
+        if name in (b"message-id", b"subject") and name not in found:
+            # As a parser would read it: bytes as they are (8-bit kept for _decoded).
+            found[name] = field[match.end() :].decode("ascii", "surrogateescape")
+    message_id = found.get(b"message-id")
     return Summary(
-        _clean(str(message_id)) or None if message_id is not None else None, _decoded(subject)
+        _clean(message_id) or None if message_id is not None else None,
+        _decoded(found.get(b"subject")),
     )
 
 

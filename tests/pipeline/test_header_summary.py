@@ -1,0 +1,27 @@
+"""The Message-ID and Subject mailmoat keeps in the message log."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmoat.pipeline.headers import Summary, summary
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"Subject: Lunch\r\nMessage-ID: <a@b>\r\n", Summary("<a@b>", "Lunch")),
+        (b"subject:   spaced   out  \r\n", Summary(None, "spaced out")),
+        (b"Subject: folded\r\n\tacross lines\r\n", Summary(None, "folded across lines")),
+        (b"Subject: =?utf-8?q?caf=C3=A9?=\r\n", Summary(None, "café")),
+        ("Subject: déjà vu\r\n".encode(), Summary(None, "déjà vu")),
+        (b"Subject: first\r\nSubject: second\r\n", Summary(None, "first")),
+        (b"Message-ID:\r\n <folded@id>\r\n", Summary("<folded@id>", None)),
+        (b"Message-ID: \r\n", Summary(None, None)),
+        (b"not a header line\r\nSubject: after junk\r\n", Summary(None, "after junk")),
+        (b"Subject: =?bogus?x?zz?=\r\n", Summary(None, "=?bogus?x?zz?=")),
+        (b"", Summary(None, None)),
+    ],
+)
+def test_summary_reads_the_first_fields_as_sent(head: bytes, expected: Summary) -> None:
+    assert summary(head + b"\r\nSubject: in the body\r\n") == expected
