@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 P = TypeVar("P")
 Merged = Callable[[Connection, list[Any]], list[Any]]
+Prepare = Callable[[], Path]
 
 
 @dataclass(eq=False, slots=True)
@@ -43,7 +44,7 @@ class _Work(Generic[T]):
     apply: Callable[[Connection], T] | None  # one caller's own statements, or
     merged: Merged | None  # a function that serves many callers' ``payload``s at once
     payload: Any
-    directories: Sequence[Path]
+    prepare: Sequence[Prepare]  # run on the writer first, each giving a directory to fsync
     result: Any = None
 
 
@@ -59,12 +60,9 @@ class GroupCommit:
         if self.db.is_sqlite:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailmoat-writer")
 
-    async def run(self, apply: Callable[[Connection], T], *, sync: Sequence[Path] = ()) -> T:
-        """Run ``apply`` in the next group transaction; return its result once committed.
-
-        ``sync`` are directories (of the spool) to fsync before that commit.
-        """
-        work: _Work[T] = _Work(apply, None, None, sync)
+    async def run(self, apply: Callable[[Connection], T]) -> T:
+        """Run ``apply`` in the next group transaction; return its result once committed."""
+        work: _Work[T] = _Work(apply, None, None, ())
         await self._writer.submit(work)
         result: T = work.result
         return result
@@ -74,27 +72,29 @@ class GroupCommit:
         merged: Callable[[Connection, list[P]], list[T]],
         payload: P,
         *,
-        sync: Sequence[Path] = (),
+        prepare: Sequence[Prepare] = (),
     ) -> T:
         """Like ``run``, but the payloads of every caller of ``merged`` in one group
         transaction go to one call of ``merged``, which returns one result each:
-        the same statements for many rows cost about what they cost for one."""
-        work: _Work[T] = _Work(None, merged, payload, sync)
+        the same statements for many rows cost about what they cost for one.
+
+        ``prepare`` are file writes (the spool's) the writer makes durable before the
+        transaction: each writes and fsyncs a file and returns its directory, and the
+        directories are fsynced once per batch.
+        """
+        work: _Work[T] = _Work(None, merged, payload, prepare)
         await self._writer.submit(work)
         result: T = work.result
         return result
 
     async def _flush(self, batch: Sequence[_Work[Any]]) -> None:
-        directories = {d for work in batch for d in work.directories}
         if self._thread is not None:
             engine = self.db.sync_write_engine()
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(
-                self._thread, _run_sqlite, engine, directories, batch
-            )
+            results = await loop.run_in_executor(self._thread, _run_sqlite, engine, batch)
         else:
-            if directories:
-                await asyncio.to_thread(fsync_directories, directories)
+            if any(work.prepare for work in batch):
+                await asyncio.to_thread(_prepare, batch)
             async with self.db.write() as session:
                 results = await session.run_sync(_run_session, batch)
         for work, result in zip(batch, results, strict=True):
@@ -106,9 +106,14 @@ class GroupCommit:
             self._thread.shutdown(wait=True)
 
 
-def _run_sqlite(engine: Engine, directories: set[Path], batch: Sequence[_Work[Any]]) -> list[Any]:
+def _prepare(batch: Sequence[_Work[Any]]) -> None:
+    directories = {step() for work in batch for step in work.prepare}
     if directories:
         fsync_directories(directories)
+
+
+def _run_sqlite(engine: Engine, batch: Sequence[_Work[Any]]) -> list[Any]:
+    _prepare(batch)
     with engine.begin() as conn:
         return _apply(conn, batch)
 

@@ -38,6 +38,10 @@ class Spool:
         """Store the file's bytes durably; its directory entry needs ``sync_dirs``."""
         return await asyncio.to_thread(self._write_file, key, data)
 
+    def write_now(self, key: str, data: bytes) -> Path:
+        """``write_file`` in the calling thread (for a writer thread of its own)."""
+        return self._write_file(key, data)
+
     def _write_file(self, key: str, data: bytes) -> Path:
         final = self.path(key)
         self._ensure_dir(final.parent)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from mailmoat.db.database import Database
@@ -187,14 +188,15 @@ class IntakeService:
         local = self.local_delivery
         handoff = local if local is not None and local.accepting() else None
         try:
-            directories = await asyncio.gather(
-                *(self.spool.write_file(m.id, m.data) for m in kept if m.data is not None)
-            )
             lease = None
             if handoff is not None:
                 lease = Lease(handoff.owner, datetime.now(UTC) + handoff.lease)
             rows = message_rows(messages, lease)
-            await self.commits.run_merged(insert_merged, rows, sync=directories)
+            # The writer stores the bytes (fsync) and then commits the records.
+            writes = [
+                partial(self.spool.write_now, m.id, m.data) for m in kept if m.data is not None
+            ]
+            await self.commits.run_merged(insert_merged, rows, prepare=writes)
         except Exception:
             # The sender is told to try again: leave no orphaned bytes behind. (A
             # cancelled session is not cleaned up: its batch may still commit.)
