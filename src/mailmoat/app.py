@@ -105,6 +105,12 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
     )
     async with open_services(settings) as services, AsyncExitStack() as stack:
         first = await bootstrap(services)
+        # Delivery first, SMTP second: on the way out SMTP stops first, so the last
+        # mail accepted still finds this process's worker there to take it.
+        if settings.role in (Role.ALL, Role.WORKER):
+            from mailmoat.delivery_runtime import running_delivery
+
+            await stack.enter_async_context(running_delivery(settings, services))
         if settings.role in (Role.ALL, Role.SMTP):
             from mailmoat.smtp_runtime import running_smtp
 
@@ -113,10 +119,6 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
                 children = SmtpChildren(settings, settings.smtp_processes - 1)
                 await children.start()
                 stack.push_async_callback(children.stop)
-        if settings.role in (Role.ALL, Role.WORKER):
-            from mailmoat.delivery_runtime import running_delivery
-
-            await stack.enter_async_context(running_delivery(settings, services))
         if settings.smtp_child:
             await _wait_for_signal(with_parent=True)
             return

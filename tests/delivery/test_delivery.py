@@ -384,3 +384,37 @@ async def test_a_bug_during_delivery_defers_the_message_and_it_still_expires(
     monkeypatch.undo()  # the DSN must get out
     (bounce,) = await room.bounces.wait_for_async(1)
     assert bounce.recipients == ["alice@sender.test"]
+
+
+async def test_mail_handed_to_a_stopping_worker_goes_back_to_the_queue(
+    make_mailroom: MailroomFactory, services: Services
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from mailmoat.db.message_rows import NewMessage
+    from mailmoat.db.tables import Delivery
+
+    room = await make_mailroom()
+    await room.worker.stop()
+    message_id = await room.send(message())  # stopped: the row is not leased to it
+    lease = timedelta(minutes=5)
+    now = datetime.now(UTC)
+    await services.commits.run(lambda c: queue_repo.claim(c, room.worker.name, 10, lease, now))
+    # As if intake had committed this message for the worker just as it stopped:
+    handed = NewMessage(
+        id=message_id, customer_id="", domain_id=None, domain_name=DOMAIN,
+        received_at=now, client_ip="", client_helo="", mail_from="",
+        recipients=[(f"bob@{DOMAIN}", None)], verdict="ham", action="accept",
+        reason="clean", state="queued", reply="", data=b"x",
+    )  # fmt: skip
+    room.worker.take([handed])
+    for _ in range(50):
+        async with services.db.read() as session:
+            row = await session.scalar(select(Delivery).where(Delivery.message_id == message_id))
+        assert row is not None
+        if row.lease_owner is None:
+            break
+        await asyncio.sleep(0.02)
+    assert row.lease_owner is None and row.due_at <= datetime.now(UTC)

@@ -25,3 +25,10 @@ from mailmoat.pipeline.headers import Summary, summary
 )
 def test_summary_reads_the_first_fields_as_sent(head: bytes, expected: Summary) -> None:
     assert summary(head + b"\r\nSubject: in the body\r\n") == expected
+
+
+def test_an_8bit_message_id_is_kept_as_text_that_can_be_stored() -> None:
+    found = summary(b"Message-ID: <caf\xe9@x>\r\n\r\n")
+    assert found.message_id is not None
+    found.message_id.encode("utf-8")  # no lone surrogates left
+    assert found.message_id.startswith("<caf") and found.message_id.endswith("@x>")

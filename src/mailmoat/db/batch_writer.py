@@ -21,10 +21,17 @@ Item = TypeVar("Item")
 
 class BatchWriter(Generic[Item]):
     def __init__(
-        self, flush: Callable[[Sequence[Item]], Awaitable[None]], *, max_batch: int = 256
+        self,
+        flush: Callable[[Sequence[Item]], Awaitable[None]],
+        *,
+        max_batch: int = 256,
+        item_fault: Callable[[Exception], bool] = lambda _: True,
     ) -> None:
         self.flush = flush
         self.max_batch = max_batch
+        # Whether a failure may be one item's fault (worth trying them one by one);
+        # a lost database or lock is not, and would only fail once per item.
+        self.item_fault = item_fault
         self._pending: list[tuple[Item, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -46,8 +53,9 @@ class BatchWriter(Generic[Item]):
         try:
             await self.flush([item for item, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], exc)
+            if len(batch) == 1 or not self.item_fault(exc):
+                for _, future in batch:
+                    _settle(future, exc)
                 return
             log.warning("batch of %d writes failed (%s); retrying one by one", len(batch), exc)
             for one in batch:

@@ -10,6 +10,7 @@ statements belong in ``write()``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -113,7 +114,10 @@ class Database:
             # returned to the pool; every statement costs a trip to the driver thread.
             pool_reset_on_return="rollback" if immediate else None,
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(immediate))
+        # The writer waits for the write lock itself (see write()): SQLite's busy
+        # handler would sleep up to 100 ms at a time and lose every race.
+        pragmas = _sqlite_pragmas(immediate, busy_timeout_ms=0 if immediate else 10000)
+        event.listen(engine.sync_engine, "connect", pragmas)
         if immediate:
 
             @event.listens_for(engine.sync_engine, "begin")
@@ -153,8 +157,34 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits when the block ends without error."""
-        async with self._write_sessions() as session, session.begin():
+        if not self.is_sqlite:
+            async with self._write_sessions() as session, session.begin():
+                yield session
+            return
+        session = await self._sqlite_writer()
+        try:
             yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        finally:
+            await session.close()
+
+    async def _sqlite_writer(self) -> AsyncSession:
+        """A session holding SQLite's write lock (BEGIN IMMEDIATE), waited for here,
+        without blocking the event loop, as often as the group-commit writer does."""
+        deadline = time.monotonic() + LOCK_WAIT_LIMIT
+        while True:
+            session = self._write_sessions()
+            try:
+                await session.connection()  # begins: BEGIN IMMEDIATE
+                return session
+            except OperationalError as exc:
+                await session.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(LOCK_RETRY_SECONDS * 2)
 
     async def ping(self) -> bool:
         try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mailmoat.db.batch_writer import BatchWriter
@@ -32,6 +33,7 @@ from mailmoat.db.database import Database
 from mailmoat.db.spool import fsync_directories
 
 T = TypeVar("T")
+FILE_WRITERS = 16
 
 
 P = TypeVar("P")
@@ -54,11 +56,15 @@ class GroupCommit:
     max_batch: int = 256
     _writer: BatchWriter[_Work[Any]] = field(init=False)
     _thread: ThreadPoolExecutor | None = field(init=False, default=None)
+    _files: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
-        self._writer = BatchWriter(self._flush, max_batch=self.max_batch)
+        self._writer = BatchWriter(self._flush, max_batch=self.max_batch, item_fault=_item_fault)
         if self.db.is_sqlite:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailmoat-writer")
+        # File writes wait on fsync: a batch's files are written side by side, so
+        # that the file system can commit them together.
+        self._files = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="mailmoat-files")
 
     async def run(self, apply: Callable[[Connection], T]) -> T:
         """Run ``apply`` in the next group transaction; return its result once committed."""
@@ -91,10 +97,12 @@ class GroupCommit:
         if self._thread is not None:
             engine = self.db.sync_write_engine()
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._thread, _run_sqlite, engine, batch)
+            results = await loop.run_in_executor(
+                self._thread, _run_sqlite, engine, batch, self._files
+            )
         else:
             if any(work.prepare for work in batch):
-                await asyncio.to_thread(_prepare, batch)
+                await asyncio.to_thread(_prepare, batch, self._files)
             async with self.db.write() as session:
                 results = await session.run_sync(_run_session, batch)
         for work, result in zip(batch, results, strict=True):
@@ -104,16 +112,30 @@ class GroupCommit:
         await self._writer.close()
         if self._thread is not None:
             self._thread.shutdown(wait=True)
+        self._files.shutdown(wait=True)
 
 
-def _prepare(batch: Sequence[_Work[Any]]) -> None:
-    directories = {step() for work in batch for step in work.prepare}
-    if directories:
-        fsync_directories(directories)
+def _item_fault(error: Exception) -> bool:
+    """False for failures of the database itself (connection lost, write lock not had)."""
+    if isinstance(error, DBAPIError):
+        return not (error.connection_invalidated or "database is locked" in str(error))
+    return True
 
 
-def _run_sqlite(engine: Engine, batch: Sequence[_Work[Any]]) -> list[Any]:
-    _prepare(batch)
+def _prepare(batch: Sequence[_Work[Any]], files: ThreadPoolExecutor) -> None:
+    steps = [step for work in batch for step in work.prepare]
+    if not steps:
+        return
+    if len(steps) == 1:  # no hand-over to another thread for one file
+        fsync_directories({steps[0]()})
+        return
+    fsync_directories(set(files.map(lambda step: step(), steps)))
+
+
+def _run_sqlite(
+    engine: Engine, batch: Sequence[_Work[Any]], files: ThreadPoolExecutor
+) -> list[Any]:
+    _prepare(batch, files)
     with engine.begin() as conn:
         return _apply(conn, batch)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import secrets
@@ -76,6 +77,7 @@ class DeliveryWorker:
         self._handed: deque[Job] = deque()  # taken from intake, not started yet
         self._handed_bytes = 0  # of the message contents they carry
         self._next_poll = 0.0  # when to look at the queue in the database next
+        self._giving_back: set[asyncio.Task[None]] = set()
         self._routes: dict[str, tuple[float, list[DownstreamAddress]]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -102,6 +104,13 @@ class DeliveryWorker:
 
     def take(self, messages: Sequence[NewMessage]) -> None:
         """Queue rows for ``messages`` were committed, leased to this worker."""
+        if self._stopping:
+            # Accepted just as the worker stopped: give the rows back to the queue.
+            keys = [(m.id, m.route) for m in messages]
+            task = asyncio.create_task(self._give_back(keys))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+            return
         for m in messages:
             # Small contents travel in memory (no spool read), within a budget.
             data = m.data
@@ -151,64 +160,66 @@ class DeliveryWorker:
             keys = [job.key for job in self._handed]
             self._handed.clear()
             self._handed_bytes = 0
-            try:
-                now = datetime.now(UTC)
-                await self.commits.run(lambda c: queue_repo.release(c, self.name, keys, now))
-            except Exception:
-                log.exception("could not give %d messages back to the queue", len(keys))
+            await self._give_back(keys)
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.options.stop_grace)
         for task in [*self._inflight.values(), *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), *self._tasks, return_exceptions=True)
 
-    async def run_once(self) -> int:
-        """Claim what is due now and deliver it; for tests and the CLI. Returns the count."""
-        started = await self._claim(self.options.concurrency)
-        if self._inflight:
-            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
-        return started
+    async def _give_back(self, keys: list[Key]) -> None:
+        try:
+            now = datetime.now(UTC)
+            await self.commits.run(lambda c: queue_repo.release(c, self.name, keys, now))
+        except Exception:
+            log.exception("could not give %d messages back to the queue", len(keys))
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()  # before looking: a wake-up during the look is kept
             free = self.options.concurrency - len(self._inflight)
-            got = 0
             if free > 0:
                 try:
-                    got = await self._start_handed(free)
-                    # The queue itself is looked at every poll interval (or at once
-                    # while it has more than we can take): what waits there (retries,
-                    # mail of processes without a worker) is never in a hurry.
-                    if got < free and not self._handed and time.monotonic() >= self._next_poll:
-                        wanted = free - got
-                        claimed = await self._claim(wanted)
-                        got += claimed
-                        more = claimed == wanted  # the queue may hold more: look again
-                        pause = 0.0 if more else self.options.poll_interval
-                        self._next_poll = time.monotonic() + pause
+                    free -= await self._poll_queue(free)
+                    free -= await self._start_handed(free)
                 except Exception:
                     log.exception("claiming queued mail failed; trying again shortly")
-            if got and got == free:
-                await self._wait_for_slot()
-                continue
             timeout = max(self._next_poll - time.monotonic(), 0.01)
+            if free <= 0:
+                timeout = self.options.poll_interval  # a finished attempt wakes us
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _wait_for_slot(self) -> None:
-        if len(self._inflight) >= self.options.concurrency:
-            await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+    async def _poll_queue(self, free: int) -> int:
+        """Every poll interval (at once while it has more than we took), claim from the
+        queue in the database: retries, released and redelivered mail, mail of
+        processes without a worker. Half the free slots at most while mail handed
+        over by intake waits too, so that neither starves the other."""
+        if time.monotonic() < self._next_poll:
+            return 0
+        wanted = max(1, free // 2) if self._handed else free
+        claimed = await self._claim(wanted)
+        more = claimed == wanted  # the queue may hold more: look again soon
+        pause = 0.0 if more else self.options.poll_interval
+        self._next_poll = time.monotonic() + pause
+        return claimed
 
     async def _start_handed(self, limit: int) -> int:
-        jobs = [self._handed.popleft() for _ in range(min(limit, len(self._handed)))]
-        if not jobs:
+        count = min(limit, len(self._handed))
+        if count <= 0:
             return 0
-        self._handed_bytes -= sum(len(job.data or b"") for job in jobs)
-        routes = await self._downstreams({j.domain_id for j in jobs if j.domain_id is not None})
-        for job in jobs:
+        # Routes first: the jobs leave the deque only once nothing can fail any more.
+        waiting = list(itertools.islice(self._handed, count))
+        routes = await self._downstreams({j.domain_id for j in waiting if j.domain_id is not None})
+        if self._stopping:
+            return 0  # stop() gives them back
+        for _ in range(count):
+            job = self._handed.popleft()
+            self._handed_bytes -= len(job.data or b"")
             self._start(job, routes.get(job.domain_id or "", []))
-        return len(jobs)
+        return count
 
     async def _downstreams(self, domain_ids: set[str]) -> dict[str, list[DownstreamAddress]]:
         """Domains' downstream addresses, read at most every few seconds per domain."""
@@ -226,7 +237,7 @@ class DeliveryWorker:
         now = datetime.now(UTC)
         if not await queue_repo.any_due(self.db, now):
             return 0
-        busy = list(self._inflight)
+        busy = [*self._inflight, *(job.key for job in self._handed)]
         claimed = await self.commits.run(
             lambda c: queue_repo.claim(c, self.name, limit, self.options.lease, now, busy=busy)
         )
@@ -243,8 +254,7 @@ class DeliveryWorker:
         def done(task: asyncio.Task[None]) -> None:
             if self._inflight.get(key) is task:
                 del self._inflight[key]
-            if self._handed:
-                self._wake.set()  # a slot is free for mail waiting in memory
+            self._wake.set()  # a slot is free
 
         return done
 

@@ -61,6 +61,8 @@ def summary(raw: bytes) -> Summary:
             # As a parser would read it: bytes as they are (8-bit kept for _decoded).
             found[name] = field[match.end() :].decode("ascii", "surrogateescape")
     message_id = found.get(b"message-id")
+    if message_id is not None:  # 8-bit bytes in a Message-ID: keep them printable
+        message_id = message_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return Summary(
         _clean(message_id) or None if message_id is not None else None,
         _decoded(found.get(b"subject")),

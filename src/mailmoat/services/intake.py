@@ -187,21 +187,17 @@ class IntakeService:
         kept = [m for m in messages if m.data is not None]
         local = self.local_delivery
         handoff = local if local is not None and local.accepting() else None
-        try:
-            lease = None
-            if handoff is not None:
-                lease = Lease(handoff.owner, datetime.now(UTC) + handoff.lease)
-            rows = message_rows(messages, lease)
-            # The writer stores the bytes (fsync) and then commits the records.
-            writes = [
-                partial(self.spool.write_now, m.id, m.data) for m in kept if m.data is not None
-            ]
-            await self.commits.run_merged(insert_merged, rows, prepare=writes)
-        except Exception:
-            # The sender is told to try again: leave no orphaned bytes behind. (A
-            # cancelled session is not cleaned up: its batch may still commit.)
-            await asyncio.gather(*(self.spool.delete(m.id) for m in kept), return_exceptions=True)
-            raise
+        # On failure the sender is told to try again. Bytes already written stay
+        # for the spool sweeper: whether the records were committed is not always
+        # known (a connection lost during COMMIT), and deleting them could leave a
+        # committed record without its content.
+        lease = None
+        if handoff is not None:
+            lease = Lease(handoff.owner, datetime.now(UTC) + handoff.lease)
+        rows = message_rows(messages, lease)
+        # The writer stores the bytes (fsync) and then commits the records.
+        writes = [partial(self.spool.write_now, m.id, m.data) for m in kept if m.data is not None]
+        await self.commits.run_merged(insert_merged, rows, prepare=writes)
         if handoff is not None:
             handoff.take([m for m in messages if is_queued(m)])
 
