@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -46,7 +46,8 @@ class _Work(Generic[T]):
     apply: Callable[[Connection], T] | None  # one caller's own statements, or
     merged: Merged | None  # a function that serves many callers' ``payload``s at once
     payload: Any
-    prepare: Sequence[Prepare]  # run on the writer first, each giving a directory to fsync
+    prepare: Sequence[Prepare]  # file writes, each giving a directory to fsync
+    started: list[Future[Path]] = field(default_factory=list)  # those writes, under way
     result: Any = None
 
 
@@ -62,8 +63,8 @@ class GroupCommit:
         self._writer = BatchWriter(self._flush, max_batch=self.max_batch, item_fault=_item_fault)
         if self.db.is_sqlite:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailmoat-writer")
-        # File writes wait on fsync: a batch's files are written side by side, so
-        # that the file system can commit them together.
+        # File writes wait on fsync: they go side by side, so that the file system
+        # can commit them together, and overlap the writer's transactions.
         self._files = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="mailmoat-files")
 
     async def run(self, apply: Callable[[Connection], T]) -> T:
@@ -89,6 +90,9 @@ class GroupCommit:
         directories are fsynced once per batch.
         """
         work: _Work[T] = _Work(None, merged, payload, prepare)
+        # The files are written at once, side by side, while the writer may still be
+        # committing an earlier batch; the writer waits for them before its commit.
+        work.started = [self._files.submit(step) for step in prepare]
         await self._writer.submit(work)
         result: T = work.result
         return result
@@ -97,12 +101,10 @@ class GroupCommit:
         if self._thread is not None:
             engine = self.db.sync_write_engine()
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(
-                self._thread, _run_sqlite, engine, batch, self._files
-            )
+            results = await loop.run_in_executor(self._thread, _run_sqlite, engine, batch)
         else:
-            if any(work.prepare for work in batch):
-                await asyncio.to_thread(_prepare, batch, self._files)
+            if any(work.started for work in batch):
+                await asyncio.to_thread(_prepare, batch)
             async with self.db.write() as session:
                 results = await session.run_sync(_run_session, batch)
         for work, result in zip(batch, results, strict=True):
@@ -122,20 +124,16 @@ def _item_fault(error: Exception) -> bool:
     return True
 
 
-def _prepare(batch: Sequence[_Work[Any]], files: ThreadPoolExecutor) -> None:
-    steps = [step for work in batch for step in work.prepare]
-    if not steps:
-        return
-    if len(steps) == 1:  # no hand-over to another thread for one file
-        fsync_directories({steps[0]()})
-        return
-    fsync_directories(set(files.map(lambda step: step(), steps)))
+def _prepare(batch: Sequence[_Work[Any]]) -> None:
+    """Wait for the batch's file writes (raising the first failure), then make their
+    directory entries durable, once per directory."""
+    writes = [write for work in batch for write in work.started]
+    if writes:
+        fsync_directories({write.result() for write in writes})
 
 
-def _run_sqlite(
-    engine: Engine, batch: Sequence[_Work[Any]], files: ThreadPoolExecutor
-) -> list[Any]:
-    _prepare(batch, files)
+def _run_sqlite(engine: Engine, batch: Sequence[_Work[Any]]) -> list[Any]:
+    _prepare(batch)
     with engine.begin() as conn:
         return _apply(conn, batch)
 
