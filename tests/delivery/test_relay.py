@@ -504,4 +504,3 @@ def test_destination_and_reply_text() -> None:
         "550 5.1.1 first line 5.1.1 second line"
     )
     assert Reply(451, "").temporary and not Reply(451, "").ok
-    assert isinstance(Received, type)

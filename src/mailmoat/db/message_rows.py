@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.tables import Delivery, Message, MessageRecipient
 from mailmoat.domain.states import MessageState
@@ -149,14 +148,6 @@ def insert_sync(conn: Connection, rows: MessageRows) -> None:
         conn.execute(insert(MessageRecipient), rows.recipients)
     if rows.deliveries:
         conn.execute(insert(Delivery), rows.deliveries)
-
-
-async def insert_async(session: AsyncSession, rows: MessageRows) -> None:
-    await session.execute(insert(Message), rows.messages)
-    if rows.recipients:
-        await session.execute(insert(MessageRecipient), rows.recipients)
-    if rows.deliveries:
-        await session.execute(insert(Delivery), rows.deliveries)
 
 
 def insert_merged(conn: Connection, parts: list[MessageRows]) -> list[None]:

@@ -83,10 +83,6 @@ class DeliveryWorker:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
-    def wake(self) -> None:
-        """Look for due rows now."""
-        self._wake.set()
-
     # -- taking new mail straight from intake (services.intake.LocalDelivery) --------
 
     @property
