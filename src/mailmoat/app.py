@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 
 import uvicorn
+from fastapi import FastAPI
 from rich.console import Console
 
 from mailmoat.api.app import INBOUND_PREFIX, create_api
@@ -17,9 +18,19 @@ from mailmoat.api.ratelimit import RateLimiter
 from mailmoat.bootstrap import FirstStart, bootstrap, open_services
 from mailmoat.config import Role, Settings, parse_listen
 from mailmoat.db.database import Database
+from mailmoat.services.container import Services
 from mailmoat.smtp_processes import SmtpChildren, exit_with_parent
 
 log = logging.getLogger("mailmoat")
+
+
+def create_web(services: Services, limiter: RateLimiter) -> FastAPI:
+    """The HTTP application: the APIs, with the Domain Console mounted at /console."""
+    from mailmoat.console.app import MOUNT, create_console
+
+    web = create_api(services, limiter)
+    web.mount(MOUNT, create_console(services))
+    return web
 
 
 def _banner(settings: Settings, first: FirstStart | None, console: Console) -> None:
@@ -111,6 +122,10 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
             from mailmoat.delivery_runtime import running_delivery
 
             await stack.enter_async_context(running_delivery(settings, services))
+            if not settings.smtp_child:
+                from mailmoat.housekeeping import running_housekeeping
+
+                await stack.enter_async_context(running_housekeeping(services))
         if settings.role in (Role.ALL, Role.SMTP):
             from mailmoat.smtp_runtime import running_smtp
 
@@ -127,7 +142,7 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
             host, port = parse_listen(settings.api_listen)
             limiter = RateLimiter(settings.rate_limit, settings.redis_url)
             config = uvicorn.Config(
-                create_api(services, limiter),
+                create_web(services, limiter),
                 host=host,
                 port=port,
                 log_level=settings.log_level.lower(),

@@ -41,6 +41,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             spool_dir=settings.spool_dir,
             key_cache_seconds=settings.key_cache_seconds,
             learner=bayes_learner(database, settings.spam_threshold),
+            console_policy=settings.console_policy,
         )
         try:
             yield services

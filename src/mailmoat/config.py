@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mailmoat.db.database import sqlite_url_for
 from mailmoat.delivery.relay import TlsMode
 from mailmoat.domain.retry import RetrySchedule
+from mailmoat.services.console_policy import ConsolePolicy
 
 
 class Role(enum.StrEnum):
@@ -57,6 +58,15 @@ class Settings(BaseSettings):
     rate_limit: int = Field(100, ge=0, description="API requests per second per customer; 0=off")
     public_url: str | None = Field(None, description="base URL of login links")
     login_link_ttl: int = Field(900, ge=30, description="login-link lifetime in seconds")
+    console_session_idle: int = Field(
+        1800, ge=60, description="seconds of inactivity that end a Domain Console session"
+    )
+    console_session_max: int = Field(
+        43200, ge=60, description="longest a Domain Console session lasts, in seconds"
+    )
+    quarantine_retention_days: float = Field(
+        7.0, gt=0, description="days quarantined mail is kept before it is deleted"
+    )
     key_cache_seconds: float = Field(
         5.0, ge=0, le=300, description="how long a node trusts an API key it has checked"
     )
@@ -200,3 +210,12 @@ class Settings(BaseSettings):
     @property
     def login_link_lifetime(self) -> timedelta:
         return timedelta(seconds=self.login_link_ttl)
+
+    @property
+    def console_policy(self) -> ConsolePolicy:
+        return ConsolePolicy(
+            session_idle=timedelta(seconds=self.console_session_idle),
+            session_max=timedelta(seconds=self.console_session_max),
+            quarantine_retention=timedelta(days=self.quarantine_retention_days),
+            secure_cookies=self.effective_public_url.startswith("https://"),
+        )

@@ -203,6 +203,40 @@ class LoginLink(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ConsoleSession(Base):
+    """A Domain Console session, started by using a login link; scoped to one domain."""
+
+    __tablename__ = "console_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+    login_link_id: Mapped[str] = mapped_column(String(32))
+    client_ip: Mapped[str] = mapped_column(String(45))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class AuditEvent(Base):
+    """Who did what, and when: console and API actions on mail, lists and settings."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    domain_id: Mapped[str | None] = mapped_column(
+        ForeignKey("domains.id", ondelete="SET NULL"), nullable=True
+    )
+    message_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(String(1000), default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_audit_events_domain_at", "domain_id", "at"),)
+
+
 class Report(Base):
     """A false-positive/negative report as submitted through POST /report."""
 

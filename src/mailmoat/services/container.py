@@ -9,6 +9,9 @@ from pathlib import Path
 from mailmoat.db.database import Database
 from mailmoat.db.group_commit import GroupCommit
 from mailmoat.db.spool import Spool
+from mailmoat.services.console import ConsoleService
+from mailmoat.services.console_policy import ConsolePolicy
+from mailmoat.services.console_sessions import ConsoleSessions
 from mailmoat.services.customers import CustomerService
 from mailmoat.services.domains import DomainService
 from mailmoat.services.intake import IntakeService
@@ -36,6 +39,9 @@ class Services:
     messages: MessageService
     queue: QueueService
     commits: GroupCommit
+    console: ConsoleService
+    console_sessions: ConsoleSessions
+    console_policy: ConsolePolicy
 
     async def close(self) -> None:
         """Commit what is pending; call before the database is disposed of."""
@@ -51,22 +57,31 @@ async def build_services(
     spool_dir: Path,
     key_cache_seconds: float = 0.0,
     learner: Learner | None = None,
+    console_policy: ConsolePolicy | None = None,
 ) -> Services:
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
     spool = Spool(spool_dir)
     commits = GroupCommit(database)
+    policy = console_policy or ConsolePolicy()
+    domains = DomainService(database, keys)
+    lists = ListService(database)
+    reports = ReportService(database, learner)
+    messages = MessageService(database, spool, policy.quarantine_retention)
     return Services(
         db=database,
         customers=CustomerService(database),
         keys=keys,
-        domains=DomainService(database, keys),
-        lists=ListService(database),
+        domains=domains,
+        lists=lists,
         users=UserService(database),
         login_links=LoginLinkService(database, hasher, public_url, login_link_lifetime),
-        reports=ReportService(database, learner),
+        reports=reports,
         intake=IntakeService(database, spool, commits),
-        messages=MessageService(database, spool),
+        messages=messages,
         queue=QueueService(database),
         commits=commits,
+        console=ConsoleService(database, messages, lists, domains, reports),
+        console_sessions=ConsoleSessions(database, hasher, policy),
+        console_policy=policy,
     )

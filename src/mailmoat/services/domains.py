@@ -31,6 +31,7 @@ from mailmoat.db.tables import (
 from mailmoat.domain.downstream import MAX_DOWNSTREAM_ADDRESSES, DownstreamAddress
 from mailmoat.domain.names import DomainName
 from mailmoat.domain.settings import AbusePolicy, DomainSettings
+from mailmoat.services import audit
 from mailmoat.services.caller import Caller
 from mailmoat.services.domain_models import (
     DomainSections,
@@ -495,6 +496,23 @@ class DomainService:
                 sections, own_name=DomainName(domain.name_ascii, domain.name_unicode)
             )
             await self._apply_sections(session, domain, parsed)
+            changed = [
+                name
+                for name, part in (
+                    ("settings", parsed.settings),
+                    ("admins", parsed.admins),
+                    ("downstream addresses", parsed.downstreams),
+                    ("aliases", parsed.aliases),
+                )
+                if part is not None
+            ]
+            await audit.record(
+                session,
+                caller.actor,
+                "changed domain settings",
+                domain_id=domain.id,
+                detail=", ".join(changed),
+            )
             await session.flush()
             return (await self.views(session, [domain]))[0]
 

@@ -12,6 +12,7 @@ from mailmoat.db.database import Database
 from mailmoat.db.tables import ListEntry, Recipient
 from mailmoat.domain.lists import ListAction, ListItemValue, parse_list_item
 from mailmoat.domain.names import InvalidName, parse_email
+from mailmoat.services import audit
 from mailmoat.services.caller import Caller
 from mailmoat.services.domains import load_domain
 from mailmoat.services.errors import InvalidInput, NotFound
@@ -136,7 +137,15 @@ class ListService:
         value = parse_item(raw_item)
         async with self.db.write() as session:
             scope = await self._scope(session, caller, domain, user)
-            return await add_entry(session, caller, scope, action, value)
+            added = await add_entry(session, caller, scope, action, value)
+            await audit.record(
+                session,
+                caller.actor,
+                f"added to {_list_name(action, user)}",
+                domain_id=scope.domain_id,
+                detail=value.item,
+            )
+            return added
 
     async def remove(
         self,
@@ -154,7 +163,7 @@ class ListService:
             item = raw_item.strip()
         async with self.db.write() as session:
             scope = await self._scope(session, caller, domain, user)
-            await session.execute(
+            removed = await session.execute(
                 delete(ListEntry).where(
                     ListEntry.customer_id == caller.customer_id,
                     ListEntry.scope == scope.key,
@@ -162,3 +171,15 @@ class ListService:
                     ListEntry.item == item,
                 )
             )
+            if removed.rowcount:  # type: ignore[attr-defined]
+                await audit.record(
+                    session,
+                    caller.actor,
+                    f"removed from {_list_name(action, user)}",
+                    domain_id=scope.domain_id,
+                    detail=item,
+                )
+
+
+def _list_name(action: ListAction, user: str | None) -> str:
+    return f"{action.value} of {user}" if user else action.value

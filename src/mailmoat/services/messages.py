@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, exists, func, select
@@ -15,11 +15,14 @@ from mailmoat.db.database import Database
 from mailmoat.db.message_rows import ROUTE_DSN, ROUTE_SMTP
 from mailmoat.db.spool import Spool, SpoolError
 from mailmoat.db.tables import Domain, Message, MessageRecipient
+from mailmoat.domain.lists import ListAction
 from mailmoat.domain.names import InvalidName, parse_email
 from mailmoat.domain.states import STATES, MessageState
-from mailmoat.services.caller import Caller
+from mailmoat.services import audit
+from mailmoat.services.caller import Actor, Caller
 from mailmoat.services.domains import load_domain
 from mailmoat.services.errors import Conflict, InvalidInput, NotFound
+from mailmoat.services.lists import Scope, add_entry, parse_item
 
 MessageQuery = Select[Any]
 
@@ -69,6 +72,8 @@ class MessageView:
     attempts: list[AttemptView]
     next_attempt_at: datetime | None
     related_id: str | None
+    # When retention deletes it, for quarantined mail.
+    quarantine_ends_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +81,23 @@ class MessageFilter:
     state: str | None = None
     sender: str | None = None
     recipient: str | None = None
+    subject: str | None = None  # a part of the subject, any case
     since: datetime | None = None
     until: datetime | None = None
 
 
-def _visible(caller: Caller) -> MessageQuery:
-    """Messages of the caller's customer, without those of domains tied to another key."""
+def _visible(caller: Caller, within: str | None = None) -> MessageQuery:
+    """Messages of the caller's customer, without those of domains tied to another key;
+    only those of domain ``within`` when given (a console session's domain)."""
     other_key = exists().where(
         Domain.id == Message.domain_id,
         Domain.api_key_id.is_not(None),
         Domain.api_key_id != caller.key_id,
     )
-    return select(Message).where(Message.customer_id == caller.customer_id, ~other_key)
+    query = select(Message).where(Message.customer_id == caller.customer_id, ~other_key)
+    if within is not None:
+        query = query.where(Message.domain_id == within)
+    return query
 
 
 def _apply(query: MessageQuery, wanted: MessageFilter) -> MessageQuery:
@@ -106,6 +116,10 @@ def _apply(query: MessageQuery, wanted: MessageFilter) -> MessageQuery:
             exists().where(
                 MessageRecipient.message_id == Message.id, MessageRecipient.address == address
             )
+        )
+    if wanted.subject:
+        query = query.where(
+            func.lower(Message.subject).contains(wanted.subject.strip().lower(), autoescape=True)
         )
     if wanted.since is not None:
         query = query.where(Message.received_at >= _utc(wanted.since))
@@ -126,7 +140,9 @@ _ROUTED = (
 )
 
 
-async def _views(session: AsyncSession, messages: Sequence[Message]) -> list[MessageView]:
+async def _views(
+    session: AsyncSession, messages: Sequence[Message], retention: timedelta
+) -> list[MessageView]:
     ids = [m.id for m in messages]
     routed = {m.id for m in messages if m.state in _ROUTED}
     recipients: dict[str, list[str]] = {i: [] for i in ids}
@@ -176,36 +192,52 @@ async def _views(session: AsyncSession, messages: Sequence[Message]) -> list[Mes
             ],
             queued[m.id].due_at if m.id in queued and queued[m.id].lease_owner is None else None,
             m.related_id,
+            m.state_changed_at + retention if m.state == MessageState.QUARANTINED else None,
         )
         for m in messages
     ]
 
 
+RETENTION_ACTOR = "mailmoat (quarantine retention)"
+SWEEP_BATCH = 500
+
+
 class MessageService:
-    def __init__(self, database: Database, spool: Spool) -> None:
+    def __init__(
+        self, database: Database, spool: Spool, retention: timedelta = timedelta(days=7)
+    ) -> None:
         self.db = database
         self.spool = spool
+        self.retention = retention
 
     async def for_domain(
-        self, caller: Caller, domain: str, wanted: MessageFilter, limit: int, offset: int
+        self,
+        caller: Caller,
+        domain: str,
+        wanted: MessageFilter,
+        limit: int,
+        offset: int,
+        *,
+        within: str | None = None,
     ) -> tuple[list[MessageView], int]:
         """A domain's log, newest first, and how many records match in all."""
         async with self.db.read() as session:
             found = await load_domain(session, caller, domain)
+            if within is not None and found.id != within:
+                raise NotFound(f"domain {domain} does not exist")
             query = _apply(_visible(caller).where(Message.domain_id == found.id), wanted)
             return await self._page(session, query, limit, offset)
 
     async def quarantine(
-        self, caller: Caller, limit: int, offset: int
+        self, caller: Caller, limit: int, offset: int, *, within: str | None = None
     ) -> tuple[list[MessageView], int]:
         """Every quarantined message the caller may see, newest first."""
         async with self.db.read() as session:
-            query = _visible(caller).where(Message.state == MessageState.QUARANTINED)
+            query = _visible(caller, within).where(Message.state == MessageState.QUARANTINED)
             return await self._page(session, query, limit, offset)
 
-    @staticmethod
     async def _page(
-        session: AsyncSession, query: MessageQuery, limit: int, offset: int
+        self, session: AsyncSession, query: MessageQuery, limit: int, offset: int
     ) -> tuple[list[MessageView], int]:
         total = await session.scalar(select(func.count()).select_from(query.subquery()))
         rows = await session.scalars(
@@ -213,16 +245,25 @@ class MessageService:
             .limit(limit)
             .offset(offset)
         )
-        return await _views(session, list(rows)), int(total or 0)
+        return await _views(session, list(rows), self.retention), int(total or 0)
 
-    async def get(self, caller: Caller, message_id: str) -> MessageView:
+    async def get(
+        self, caller: Caller, message_id: str, *, within: str | None = None
+    ) -> MessageView:
         async with self.db.read() as session:
-            message = await self._load(session, caller, message_id)
-            return (await _views(session, [message]))[0]
+            message = await self._load(session, caller, message_id, within)
+            return (await _views(session, [message], self.retention))[0]
 
-    async def raw(self, caller: Caller, message_id: str) -> bytes:
+    async def audit_trail(
+        self, caller: Caller, message_id: str, *, within: str | None = None
+    ) -> list[audit.AuditView]:
         async with self.db.read() as session:
-            message = await self._load(session, caller, message_id)
+            message = await self._load(session, caller, message_id, within)
+            return await audit.of_message(session, message.id)
+
+    async def raw(self, caller: Caller, message_id: str, *, within: str | None = None) -> bytes:
+        async with self.db.read() as session:
+            message = await self._load(session, caller, message_id, within)
         if message.spool_key is None:
             raise NotFound(f"the content of message {message_id} is not kept")
         try:
@@ -230,19 +271,38 @@ class MessageService:
         except SpoolError:
             raise NotFound(f"the content of message {message_id} is no longer available") from None
 
-    async def release(self, caller: Caller, message_id: str) -> MessageView:
-        """Hand a quarantined message to delivery."""
+    async def release(
+        self,
+        caller: Caller,
+        message_id: str,
+        *,
+        within: str | None = None,
+        safelist_sender: bool = False,
+    ) -> MessageView:
+        """Hand a quarantined message to delivery; with ``safelist_sender``, first add its
+        sender to the domain's safelist, so that their next mail is not filtered."""
         async with self.db.write() as session:
-            message = await self._load(session, caller, message_id, lock=True)
-            if message.state != MessageState.QUARANTINED:
-                raise Conflict(f"message {message_id} is {message.state}, not quarantined")
+            message = await self._quarantined(session, caller, message_id, within)
+            detail = ""
+            if safelist_sender:
+                detail = await self._list_sender(session, caller, message, ListAction.SAFELIST)
+            await audit.record(
+                session,
+                caller.actor,
+                "safelisted sender and released" if safelist_sender else "released",
+                domain_id=message.domain_id,
+                message_id=message.id,
+                detail=detail,
+            )
             return await self._queue(session, message)
 
-    async def redeliver(self, caller: Caller, message_id: str) -> MessageView:
+    async def redeliver(
+        self, caller: Caller, message_id: str, *, within: str | None = None
+    ) -> MessageView:
         """Deliver a failed (or delivered) message again, to the recipients it did not
         reach, or to all of them when it reached everyone."""
         async with self.db.write() as session:
-            message = await self._load(session, caller, message_id, lock=True)
+            message = await self._load(session, caller, message_id, within, lock=True)
             if message.state not in REDELIVERABLE:
                 raise Conflict(
                     f"message {message_id} is {message.state}: only failed or delivered "
@@ -251,30 +311,113 @@ class MessageService:
             if message.spool_key is None:
                 raise Conflict(f"the content of message {message_id} is no longer kept")
             await queue_repo.reset_recipients(session, message.id)
+            await audit.record(
+                session,
+                caller.actor,
+                "redelivered",
+                domain_id=message.domain_id,
+                message_id=message.id,
+                detail=f"was {message.state}",
+            )
             return await self._queue(session, message)
 
-    @staticmethod
-    async def _queue(session: AsyncSession, message: Message) -> MessageView:
+    async def _queue(self, session: AsyncSession, message: Message) -> MessageView:
         now = datetime.now(UTC)
         message.state = MessageState.QUEUED
         message.state_changed_at = now
         route = ROUTE_DSN if message.related_id is not None else ROUTE_SMTP
         await queue_repo.enqueue(session, message.id, route, now)
         await session.flush()
-        return (await _views(session, [message]))[0]
+        return (await _views(session, [message], self.retention))[0]
 
-    async def delete(self, caller: Caller, message_id: str) -> None:
-        """Delete a quarantined message's content; its log record stays, marked deleted."""
+    async def delete(
+        self,
+        caller: Caller,
+        message_id: str,
+        *,
+        within: str | None = None,
+        block_sender: bool = False,
+    ) -> None:
+        """Delete a quarantined message's content; its log record stays, marked deleted.
+        With ``block_sender``, first add its sender to the domain's blocklist."""
         async with self.db.write() as session:
-            message = await self._load(session, caller, message_id, lock=True)
-            if message.state != MessageState.QUARANTINED:
-                raise Conflict(f"message {message_id} is {message.state}, not quarantined")
-            key = message.spool_key
-            message.state = DELETED
-            message.spool_key = None
-            message.state_changed_at = datetime.now(UTC)
+            message = await self._quarantined(session, caller, message_id, within)
+            detail = ""
+            if block_sender:
+                detail = await self._list_sender(session, caller, message, ListAction.BLOCKLIST)
+            await audit.record(
+                session,
+                caller.actor,
+                "blocked sender and deleted" if block_sender else "deleted",
+                domain_id=message.domain_id,
+                message_id=message.id,
+                detail=detail,
+            )
+            key = self._mark_deleted(message)
         if key is not None:
             await self.spool.delete(key)
+
+    @staticmethod
+    def _mark_deleted(message: Message) -> str | None:
+        key = message.spool_key
+        message.state = DELETED
+        message.spool_key = None
+        message.state_changed_at = datetime.now(UTC)
+        return key
+
+    @staticmethod
+    async def _list_sender(
+        session: AsyncSession, caller: Caller, message: Message, action: ListAction
+    ) -> str:
+        if not message.mail_from or message.domain_id is None:
+            raise Conflict(f"message {message.id} has no sender address to list")
+        value = parse_item(message.mail_from)
+        scope = Scope(f"domain:{message.domain_id}", message.domain_id)
+        await add_entry(session, caller, scope, action, value)
+        await audit.record(
+            session,
+            caller.actor,
+            f"added to {action.value}",
+            domain_id=message.domain_id,
+            detail=value.item,
+        )
+        return f"{action.value}: {value.item}"
+
+    async def expire_quarantine(self, now: datetime | None = None) -> int:
+        """Delete quarantined mail older than the retention period; returns how many."""
+        cutoff = (now or datetime.now(UTC)) - self.retention
+        expired = 0
+        while True:
+            async with self.db.write() as session:
+                rows = list(
+                    await session.scalars(
+                        select(Message)
+                        .where(
+                            Message.state == MessageState.QUARANTINED,
+                            Message.state_changed_at < cutoff,
+                        )
+                        .order_by(Message.state_changed_at)
+                        .limit(SWEEP_BATCH)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                keys = []
+                for message in rows:
+                    await audit.record(
+                        session,
+                        Actor(message.customer_id, RETENTION_ACTOR),
+                        "deleted",
+                        domain_id=message.domain_id,
+                        message_id=message.id,
+                        detail=f"quarantined longer than {_days(self.retention)}",
+                    )
+                    keys.append(self._mark_deleted(message))
+            for key in keys:
+                if key is not None:
+                    await self.spool.delete(key)
+            expired += len(rows)
+            if len(rows) < SWEEP_BATCH:
+                return expired
 
     async def state_counts(self) -> dict[str, int]:
         async with self.db.read() as session:
@@ -283,14 +426,32 @@ class MessageService:
             )
             return {state: int(count) for state, count in rows}
 
+    async def _quarantined(
+        self, session: AsyncSession, caller: Caller, message_id: str, within: str | None
+    ) -> Message:
+        message = await self._load(session, caller, message_id, within, lock=True)
+        if message.state != MessageState.QUARANTINED:
+            raise Conflict(f"message {message_id} is {message.state}, not quarantined")
+        return message
+
     @staticmethod
     async def _load(
-        session: AsyncSession, caller: Caller, message_id: str, *, lock: bool = False
+        session: AsyncSession,
+        caller: Caller,
+        message_id: str,
+        within: str | None = None,
+        *,
+        lock: bool = False,
     ) -> Message:
-        query = _visible(caller).where(Message.id == message_id)
+        query = _visible(caller, within).where(Message.id == message_id)
         if lock:
             query = query.with_for_update(of=Message)
         message: Message | None = await session.scalar(query)
         if message is None:
             raise NotFound(f"message {message_id} does not exist")
         return message
+
+
+def _days(span: timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return f"{days:g} day" + ("" if days == 1 else "s")

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from mailmoat.db.database import Database
 from mailmoat.db.tables import Domain, Message, Report
 from mailmoat.domain.names import InvalidName, parse_email
+from mailmoat.services import audit
 from mailmoat.services.caller import Caller
 from mailmoat.services.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
@@ -134,3 +135,40 @@ class ReportService:
             await self.learner(
                 content, caller.customer_id, report.report_type is ReportType.FALSE_NEGATIVE
             )
+
+    async def file_for_message(
+        self, caller: Caller, message_id: str, raw: bytes, report_type: ReportType
+    ) -> None:
+        """Report a message from the log as misclassified (the console's buttons).
+
+        The caller has already loaded the message, so it is theirs; its content is
+        the spooled copy, with the headers mailmoat added.
+        """
+        async with self.db.write() as session:
+            message = await session.get(Message, message_id)
+            if message is None:
+                raise NotFound(f"message {message_id} does not exist")
+            session.add(
+                Report(
+                    customer_id=caller.customer_id,
+                    domain_id=message.domain_id,
+                    message_id=message.id,
+                    report_type=report_type.value,
+                    message_content=raw.decode("utf-8", "replace").replace("\x00", ""),
+                    message_id_header=message.message_id_header,
+                    ehlo=message.client_helo[:255],
+                    mail_from=message.mail_from[:320],
+                    sending_host=message.client_ip,
+                )
+            )
+            await audit.record(
+                session,
+                caller.actor,
+                "reported as spam"
+                if report_type is ReportType.FALSE_NEGATIVE
+                else "reported as not spam",
+                domain_id=message.domain_id,
+                message_id=message.id,
+            )
+        if self.learner is not None:
+            await self.learner(raw, caller.customer_id, report_type is ReportType.FALSE_NEGATIVE)

@@ -65,6 +65,9 @@ class MessageOut(BaseModel):
     deliveries: list[RecipientOut] = Field(description="where each recipient stands")
     deliveryAttempts: list[AttemptOut] = Field(description="every attempt, oldest first")
     nextAttemptAt: datetime | None = Field(description="when a deferred message is tried again")
+    deletesAt: datetime | None = Field(
+        None, description="when retention deletes a quarantined message"
+    )
     relatedId: str | None = Field(
         description="for a delivery status notification: the message it reports on"
     )
@@ -106,6 +109,7 @@ class MessageOut(BaseModel):
                 for a in view.attempts
             ],
             nextAttemptAt=view.next_attempt_at,
+            deletesAt=view.quarantine_ends_at,
             relatedId=view.related_id,
         )
 
@@ -131,13 +135,23 @@ async def domain_messages(
     state: State | None = None,
     sender: Annotated[str | None, Query(max_length=320, description="envelope sender")] = None,
     recipient: Annotated[str | None, Query(max_length=320)] = None,
+    subject: Annotated[
+        str | None, Query(max_length=998, description="a part of the subject, any case")
+    ] = None,
     since: Annotated[datetime | None, Query(description="received at or after")] = None,
     until: Annotated[datetime | None, Query(description="received before")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> MessagesResponse:
     """A domain's message log, newest first."""
-    wanted = MessageFilter(state, sender, recipient, since, until)
+    wanted = MessageFilter(
+        state=state,
+        sender=sender,
+        recipient=recipient,
+        subject=subject,
+        since=since,
+        until=until,
+    )
     return _page(*await svc.messages.for_domain(caller, domain, wanted, limit, offset))
 
 
