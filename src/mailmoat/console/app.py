@@ -6,6 +6,7 @@ post needs the session's CSRF token. Errors are pages, not JSON.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -28,9 +29,11 @@ from mailmoat.services.domain_models import SettingsPatch
 from mailmoat.services.errors import InvalidInput, ServiceError
 from mailmoat.services.messages import MessageFilter
 
+log = logging.getLogger(__name__)
+
 COOKIE = "mailmoat_console"
 MOUNT = "/console"
-LOG_STATES = ("delivered", "quarantined", "rejected", "deferred", "failed")
+LOG_STATES = ("delivered", "quarantined", "rejected", "deferred", "failed", "queued", "deleted")
 
 # Fixed notices shown after an action (never text taken from the request).
 NOTICES = {
@@ -74,8 +77,15 @@ async def current_admin(request: Request) -> DomainAdmin:
     return admin
 
 
+async def form_csrf(request: Request) -> str:
+    """The form's CSRF token; "" when it has none (then the check refuses it)."""
+    form = await request.form()
+    value = form.get("csrf")
+    return value if isinstance(value, str) else ""
+
+
 Admin = Annotated[DomainAdmin, Depends(current_admin)]
-Csrf = Annotated[str, Form(alias="csrf", max_length=200)]
+Csrf = Annotated[str, Depends(form_csrf)]
 
 
 def _check(request: Request, admin: DomainAdmin, token: str) -> None:
@@ -134,6 +144,13 @@ def create_console(services: Services) -> FastAPI:
         )
         return _error_page(
             request, 400, "That did not work", f"The request is not valid: {problems}"
+        )
+
+    @console.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> HTMLResponse:
+        log.exception("console page failed", exc_info=exc)
+        return _error_page(
+            request, 500, "Something went wrong", "The operator's log has the details."
         )
 
     @console.exception_handler(StarletteHTTPException)
@@ -387,10 +404,20 @@ def create_console(services: Services) -> FastAPI:
 
 
 def _same_origin(request: Request) -> bool:
-    """Browsers send Origin with a form post; when they do it must be this console's."""
+    """Whether a form post came from this console, as far as the browser tells.
+
+    Browsers send Sec-Fetch-Site with every request; under the console's no-referrer
+    policy their Origin is "null", so Sec-Fetch-Site decides when present. Clients
+    that send neither header (scripts, tests) are not browsers being misled.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site == "same-origin"
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 

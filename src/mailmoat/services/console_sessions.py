@@ -27,6 +27,7 @@ from mailmoat.services.secrets import TokenHasher
 
 # Touch a session's idle deadline at most this often: reads stay reads.
 TOUCH_EVERY = timedelta(seconds=60)
+LINK_MEMORY = timedelta(days=1)
 
 
 class LinkProblem(enum.StrEnum):
@@ -160,7 +161,8 @@ class ConsoleSessions:
             await audit.record(session, admin.caller.actor, "signed out", domain_id=admin.domain_id)
 
     async def forget_ended(self) -> int:
-        """Delete sessions past their end (idle ones are refused anyway, and go later)."""
+        """Delete ended sessions, and login links a day past their expiry (until then
+        a late click still learns that its link expired rather than never existed)."""
         now = utcnow()
         async with self.db.write() as session:
             gone = await session.execute(
@@ -169,10 +171,13 @@ class ConsoleSessions:
                     | (ConsoleSession.last_seen_at < now - self.policy.session_idle)
                 )
             )
+            await session.execute(delete(LoginLink).where(LoginLink.expires_at < now - LINK_MEMORY))
             return int(gone.rowcount)  # type: ignore[attr-defined]
 
     def csrf_valid(self, admin: DomainAdmin, submitted: str | None) -> bool:
-        return bool(submitted) and hmac.compare_digest(admin.csrf_token, submitted or "")
+        return bool(submitted) and hmac.compare_digest(
+            admin.csrf_token.encode(), (submitted or "").encode("utf-8", "surrogateescape")
+        )
 
     # -- internals ------------------------------------------------------------------
 
@@ -186,7 +191,9 @@ class ConsoleSessions:
         if not cookie or "." not in cookie:
             return None
         secret, _, signature = cookie.rpartition(".")
-        if not hmac.compare_digest(self._signature(secret), signature):
+        if not hmac.compare_digest(
+            self._signature(secret).encode(), signature.encode("utf-8", "surrogateescape")
+        ):
             return None
         return secret
 

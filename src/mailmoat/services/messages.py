@@ -122,14 +122,18 @@ def _apply(query: MessageQuery, wanted: MessageFilter) -> MessageQuery:
             func.lower(Message.subject).contains(wanted.subject.strip().lower(), autoescape=True)
         )
     if wanted.since is not None:
-        query = query.where(Message.received_at >= _utc(wanted.since))
+        query = query.where(Message.received_at >= utc_bound(wanted.since))
     if wanted.until is not None:
-        query = query.where(Message.received_at < _utc(wanted.until))
+        query = query.where(Message.received_at < utc_bound(wanted.until))
     return query
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+def utc_bound(moment: datetime) -> datetime:
+    """A filter bound as UTC (naive times are UTC); 400 when it has no UTC equivalent."""
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{moment.isoformat()} is out of range") from None
 
 
 _ROUTED = (
