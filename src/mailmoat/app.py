@@ -45,6 +45,10 @@ def _banner(settings: Settings, first: FirstStart | None, console: Console) -> N
         console.print(f"  API      : http://{api_host}:{api_port}{INBOUND_PREFIX}/")
         console.print(f"  API docs : {base}{INBOUND_PREFIX}/docs")
         console.print(f"  console  : {base}/console/ (entered through login links)")
+        console.print(
+            f"  webhooks : {base}/api/v0.1/<account>/ (addresses "
+            f"<token>@{settings.effective_webhook_domain})"
+        )
     if settings.role in (Role.ALL, Role.SMTP):
         console.print(
             f"  SMTP     : {settings.smtp_listen} (scanner {settings.scanner.value}, "

@@ -13,8 +13,9 @@ from mailmoat.config import Settings
 from mailmoat.db.bayes_store import DatabaseTokenStore
 from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
+from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
 from mailmoat.scanners.builtin import BuiltinScanner
-from mailmoat.services.container import Services, build_services
+from mailmoat.services.container import Services, WebhookPolicy, build_services
 from mailmoat.services.customers import DEFAULT_HANDLE
 from mailmoat.services.errors import Conflict
 from mailmoat.services.reports import Learner
@@ -42,6 +43,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             key_cache_seconds=settings.key_cache_seconds,
             learner=bayes_learner(database, settings.spam_threshold),
             console_policy=settings.console_policy,
+            webhooks=WebhookPolicy(
+                address_domain=settings.effective_webhook_domain,
+                allow_private_targets=settings.webhook_allow_private,
+                size_limit=settings.smtp_max_message_size,
+            ),
+            sending=settings.sending_policy,
+            resolver=DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout),
         )
         try:
             yield services

@@ -14,6 +14,7 @@ from mailmoat.db.database import sqlite_url_for
 from mailmoat.delivery.relay import TlsMode
 from mailmoat.domain.retry import RetrySchedule
 from mailmoat.services.console_policy import ConsolePolicy
+from mailmoat.services.sending_domains import SendingPolicy
 
 
 class Role(enum.StrEnum):
@@ -134,11 +135,31 @@ class Settings(BaseSettings):
     delivery_poll_interval: float = Field(
         1.0, gt=0, le=60, description="seconds between looks at the queue when idle"
     )
+    webhook_address_domain: str = Field(
+        "", description="domain of generated webhook addresses; default: the SMTP host name"
+    )
+    webhook_timeout: float = Field(30.0, gt=0, description="seconds a webhook has to answer")
+    webhook_allow_private: bool = Field(
+        False, description="allow webhook targets on private, loopback and link-local addresses"
+    )
     dsn: bool = Field(True, description="send a bounce (DSN) to the sender of undeliverable mail")
     dsn_relay: str = Field(
         "", description="HOST:PORT to send DSNs through; empty = the sender domain's MX"
     )
     dsn_include_body: bool = Field(False, description="DSNs carry the whole original message")
+
+    # Sending domains: the DNS records customers publish for the domains they send from
+    sending_spf_mechanism: str = Field(
+        "",
+        description="SPF mechanism a sending domain's record must contain, e.g. "
+        "include:_spf.example.net or ip4:192.0.2.0/24; default: a:<SMTP host name>",
+    )
+    sending_return_path_prefix: str = Field(
+        "mm-bounces", description="bounces for a sending domain go to <prefix>.<domain>"
+    )
+    sending_return_path_target: str = Field(
+        "", description="host the <prefix>.<domain> CNAMEs point at; default: the SMTP host name"
+    )
 
     @field_validator("api_listen", "smtp_listen")
     @classmethod
@@ -158,6 +179,34 @@ class Settings(BaseSettings):
         if self.delivery_retry_max < self.delivery_retry_first:
             raise ValueError("delivery_retry_max must be at least delivery_retry_first")
         return self
+
+    @model_validator(mode="after")
+    def _sending_records(self) -> Settings:
+        # Values the operator set must be right; defaults derived from the machine's
+        # name (which may not be a valid host name) must not stop mailmoat starting.
+        SendingPolicy(
+            spf_mechanism=self.sending_spf_mechanism.strip() or "a:sending.invalid",
+            return_path_prefix=self.sending_return_path_prefix.strip().lower(),
+            return_path_target=self.sending_return_path_target.strip() or "sending.invalid",
+        )
+        return self
+
+    @property
+    def sending_policy(self) -> SendingPolicy:
+        host = self.smtp_hostname.strip().rstrip(".").lower()
+        prefix = self.sending_return_path_prefix.strip().lower()
+        try:
+            return SendingPolicy(
+                spf_mechanism=self.sending_spf_mechanism.strip() or f"a:{host}",
+                return_path_prefix=prefix,
+                return_path_target=self.sending_return_path_target.strip() or host,
+            )
+        except ValueError:  # the host name is not usable in DNS records
+            return SendingPolicy(
+                spf_mechanism=self.sending_spf_mechanism.strip() or "a:sending.invalid",
+                return_path_prefix=prefix,
+                return_path_target=self.sending_return_path_target.strip() or "sending.invalid",
+            )
 
     @property
     def retry_schedule(self) -> RetrySchedule:
@@ -206,6 +255,10 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def effective_webhook_domain(self) -> str:
+        return (self.webhook_address_domain or self.smtp_hostname).strip().rstrip(".").lower()
 
     @property
     def login_link_lifetime(self) -> timedelta:

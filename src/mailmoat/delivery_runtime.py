@@ -14,6 +14,7 @@ from mailmoat.delivery.spool_sweeper import SpoolSweeper
 from mailmoat.delivery.worker import DeliveryWorker, WorkerOptions
 from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
 from mailmoat.services.container import Services
+from mailmoat.smtp_runtime import webhook_delivery
 
 
 def relay_options(settings: Settings) -> RelayOptions:
@@ -36,12 +37,14 @@ async def running_delivery(
         resolver or DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout),
         dsn_relay=parse_listen(settings.dsn_relay) if settings.dsn_relay else None,
     )
+    webhooks = webhook_delivery(settings, services, resolver)
     attempt = Attempt(
         services.intake.spool,
         relay,
         destinations,
         settings.retry_schedule,
         DsnOptions(settings.dsn, settings.smtp_hostname, settings.dsn_include_body),
+        webhooks,
     )
     worker = DeliveryWorker(
         services.db,
@@ -63,3 +66,4 @@ async def running_delivery(
         services.intake.local_delivery = None
         await worker.stop()
         await relay.close()
+        await webhooks.client.close()

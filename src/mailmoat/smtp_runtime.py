@@ -7,12 +7,30 @@ from contextlib import asynccontextmanager
 
 from mailmoat.config import ScannerFailure, Settings, parse_listen
 from mailmoat.db.bayes_store import DatabaseTokenStore
+from mailmoat.delivery.destinations import Destinations, NameResolver
+from mailmoat.delivery.webhook_client import WebhookClient
+from mailmoat.delivery.webhook_delivery import WebhookDelivery
 from mailmoat.pipeline.auth import SenderAuthenticator
 from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
 from mailmoat.pipeline.engine import Pipeline
 from mailmoat.scanners.factory import build_scanner
 from mailmoat.services.container import Services
 from mailmoat.smtp.server import SmtpOptions, SmtpServer
+
+
+def webhook_delivery(
+    settings: Settings, services: Services, resolver: NameResolver | None = None
+) -> WebhookDelivery:
+    """Posting to webhooks, as the SMTP role (sync mode) and workers do it."""
+    destinations = Destinations(
+        resolver or DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout)
+    )
+    client = WebhookClient(
+        destinations,
+        timeout=settings.webhook_timeout,
+        allow_private=settings.webhook_allow_private,
+    )
+    return WebhookDelivery(services.db, client)
 
 
 def smtp_options(settings: Settings) -> SmtpOptions:
@@ -54,6 +72,8 @@ async def running_smtp(
         authenticator=authenticator,
         accept_when_scanner_fails=settings.scanner_failure is ScannerFailure.ACCEPT,
     )
+    webhooks = webhook_delivery(settings, services, resolver)
+    services.intake.webhook_poster = webhooks
     server = SmtpServer(services.intake, pipeline, smtp_options(settings))
     host, port = parse_listen(settings.smtp_listen)
     await server.start(host, port, reuse_port=settings.smtp_processes > 1 or settings.smtp_child)
@@ -61,5 +81,7 @@ async def running_smtp(
         yield server
     finally:
         await server.stop()
+        services.intake.webhook_poster = None
+        await webhooks.client.close()
         if scanner is not None:
             await scanner.close()

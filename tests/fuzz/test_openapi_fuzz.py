@@ -71,9 +71,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_no_server_error_and_responses_match_schema(
     case: schemathesis.Case, server: Served
 ) -> None:
-    case.call_and_validate(
-        base_url=server.base_url, headers={"X-API-Key": server.api_key}, checks=CHECKS
-    )
+    # X-API-Key for /inbound/v1, Authorization: Bearer for /api/v0.1.
+    headers = {"X-API-Key": server.api_key, "Authorization": f"Bearer {server.api_key}"}
+    case.call_and_validate(base_url=server.base_url, headers=headers, checks=CHECKS)
 
 
 def test_schema_describes_real_bodies(server: Served) -> None:

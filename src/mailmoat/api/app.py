@@ -10,6 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mailmoat import __version__, metrics
+from mailmoat.api.cloudmailin import addresses as cloudmailin_addresses
+from mailmoat.api.cloudmailin import sending_domains as cloudmailin_sending_domains
+from mailmoat.api.cloudmailin import statuses as cloudmailin_statuses
 from mailmoat.api.errors import error_response, install_error_handlers
 from mailmoat.api.inbound_v1 import account, domains, lists, messages
 from mailmoat.api.ratelimit import RateLimiter
@@ -23,6 +26,10 @@ mailmoat's provisioning API, wire-compatible with the MailChannels Inbound API 1
 Authenticate with the `X-API-Key` header. Errors are `{"code", "message", "errors"}`.
 Requests are limited per customer (100 per second by default); excess requests get
 503 with `Retry-After`. Operations tagged *mailmoat extensions* go beyond 1.2.0.
+
+The CloudMailin-style management API for email-to-webhook addresses is under
+`/api/v0.1/{account}/`, where the account is the customer's handle; it takes the same
+API keys as `Authorization: Bearer <key>`.
 """
 
 
@@ -69,6 +76,12 @@ def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
     # account before domains: /domains/batch/login-link must not be taken for a domain.
     for module in (account, domains, lists, messages):
         app.include_router(module.router, prefix=INBOUND_PREFIX)
+    for cloudmailin_module in (
+        cloudmailin_addresses,
+        cloudmailin_statuses,
+        cloudmailin_sending_domains,
+    ):
+        app.include_router(cloudmailin_module.router)
 
     app.openapi = lambda: _openapi_with_error_shape(app)  # type: ignore[method-assign]
 

@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from mailmoat.db.tables import Delivery, Message, MessageRecipient
+from mailmoat.db.tables import Delivery, DeliveryAttempt, Message, MessageRecipient
 from mailmoat.domain.states import MessageState
 
 ROUTE_SMTP = "smtp"  # to the domain's downstream addresses
 ROUTE_DSN = "dsn"  # a delivery status notification, to the original sender's domain
+ROUTE_HTTP = "http"  # a POST to the webhook of the message's address
 
 
 # Ids need to be unique, not secret (every read of a record checks who asks): a
@@ -56,6 +57,12 @@ class NewMessage:
     data: bytes | None = None
     related_id: str | None = None
     route: str = ROUTE_SMTP
+    address_id: str | None = None  # mail to a webhook address
+    # Settled already (a webhook answered during the SMTP transaction): the
+    # recipients' status and reply, and the attempts as delivery_attempts rows.
+    recipient_status: str | None = None
+    recipient_reply: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 Row = dict[str, Any]
@@ -66,6 +73,7 @@ class MessageRows:
     messages: list[Row]
     recipients: list[Row]
     deliveries: list[Row]
+    attempts: list[Row] = field(default_factory=list)
 
 
 def _clip(value: str | None, size: int) -> str | None:
@@ -124,6 +132,7 @@ def message_rows(messages: Sequence[NewMessage], lease: Lease | None = None) -> 
             "spool_key": m.id if m.data is not None else None,
             "state_changed_at": m.received_at,
             "related_id": m.related_id,
+            "address_id": m.address_id,
         }
         for m in messages
     ]
@@ -132,14 +141,15 @@ def message_rows(messages: Sequence[NewMessage], lease: Lease | None = None) -> 
             "message_id": m.id,
             "address": address[:320],
             "recipient_id": recipient_id,
-            "delivery_status": None,
-            "delivery_reply": None,
+            "delivery_status": m.recipient_status,
+            "delivery_reply": _clip(m.recipient_reply, 512),
         }
         for m in messages
         for address, recipient_id in m.recipients
     ]
     deliveries = [queue_row(m.id, m.route, m.received_at, lease) for m in messages if is_queued(m)]
-    return MessageRows(rows, recipients, deliveries)
+    attempts = [{"message_id": m.id, **a} for m in messages for a in m.attempts]
+    return MessageRows(rows, recipients, deliveries, attempts)
 
 
 def insert_sync(conn: Connection, rows: MessageRows) -> None:
@@ -148,6 +158,8 @@ def insert_sync(conn: Connection, rows: MessageRows) -> None:
         conn.execute(insert(MessageRecipient), rows.recipients)
     if rows.deliveries:
         conn.execute(insert(Delivery), rows.deliveries)
+    if rows.attempts:
+        conn.execute(insert(DeliveryAttempt), rows.attempts)
 
 
 def insert_merged(conn: Connection, parts: list[MessageRows]) -> list[None]:
@@ -158,6 +170,7 @@ def insert_merged(conn: Connection, parts: list[MessageRows]) -> list[None]:
             [row for part in parts for row in part.messages],
             [row for part in parts for row in part.recipients],
             [row for part in parts for row in part.deliveries],
+            [row for part in parts for row in part.attempts],
         ),
     )
     return [None] * len(parts)

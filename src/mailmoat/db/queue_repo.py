@@ -65,6 +65,7 @@ class Job:
     related_id: str | None
     failed_before: int  # recipients refused for good by earlier attempts
     data: bytes | None = None  # the content, when handed over in memory by intake
+    address_id: str | None = None  # the webhook address, for the http route
 
     @property
     def key(self) -> Key:
@@ -84,6 +85,8 @@ class AttemptRecord:
     outcome: str  # delivered, deferred, failed or unreachable
     reply: str
     recipients: Sequence[str]
+    http_status: int | None = None  # webhook attempts: the HTTP status, if one came
+    response: str | None = None  # and the start of a failing answer's body
 
 
 @dataclass(slots=True)
@@ -149,6 +152,7 @@ def _jobs(conn: Connection, keys: Sequence[Key]) -> Claimed:
             Message.received_at,
             Message.spool_key,
             Message.related_id,
+            Message.address_id,
         )
         .join(Message, Message.id == Delivery.message_id)
         .where(tuple_(Delivery.message_id, Delivery.route).in_(keys))
@@ -191,6 +195,7 @@ def _jobs(conn: Connection, keys: Sequence[Key]) -> Claimed:
             recipients=tuple(pending[row.message_id]),
             related_id=row.related_id,
             failed_before=failed[row.message_id],
+            address_id=row.address_id,
         )
         for row in found
     ]
@@ -348,6 +353,8 @@ def _record_attempts(conn: Connection, outcomes: Sequence[Outcome]) -> None:
             "outcome": a.outcome,
             "reply": a.reply[:512],
             "recipients": list(a.recipients),
+            "http_status": a.http_status,
+            "response": a.response,
         }
         for o in outcomes
         for a in o.attempts

@@ -203,6 +203,77 @@ class LoginLink(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WebhookAddress(Base):
+    """An email-to-webhook address: mail to <token>@<address domain> is POSTed to target."""
+
+    __tablename__ = "webhook_addresses"
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    target: Mapped[str] = mapped_column(String(2048))
+    target_format: Mapped[str] = mapped_column(String(16))
+    nickname: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    mode: Mapped[str] = mapped_column(String(8))  # sync or queued
+    max_size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomDomain(Base):
+    """A customer's own domain whose mail goes to one of their webhook addresses."""
+
+    __tablename__ = "custom_domains"
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    address_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_addresses.id", ondelete="CASCADE"), index=True
+    )
+    # "example.com", or "*.example.com" for any one-label subdomain of it.
+    name_ascii: Mapped[str] = mapped_column(String(255), unique=True)
+    name_unicode: Mapped[str] = mapped_column(String(255))
+    pattern: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookSecret(Base):
+    """A customer's webhook signing secret; the newest signs, the one before it too for
+    a while after a rotation."""
+
+    __tablename__ = "webhook_secrets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    secret: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SendingDomain(Base):
+    """A domain a customer sends from, with its DKIM key and the records to publish."""
+
+    __tablename__ = "sending_domains"
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    name_ascii: Mapped[str] = mapped_column(String(255))
+    name_unicode: Mapped[str] = mapped_column(String(255))
+    dkim_selector: Mapped[str] = mapped_column(String(63))
+    dkim_private_key: Mapped[str] = mapped_column(Text)
+    dkim_public_key: Mapped[str] = mapped_column(Text)
+    return_path: Mapped[str] = mapped_column(String(255))
+    verified_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    checked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    checks: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("customer_id", "name_ascii"),)
+
+
 class ConsoleSession(Base):
     """A Domain Console session, started by using a login link; scoped to one domain."""
 
@@ -293,12 +364,17 @@ class Message(Base):
     state_changed_at: Mapped[datetime] = mapped_column()
     # For a delivery status notification mailmoat sent: the message it reports on.
     related_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # For mail to a webhook address (or a custom domain routed to one): that address.
+    address_id: Mapped[str | None] = mapped_column(
+        ForeignKey("webhook_addresses.id", ondelete="SET NULL"), nullable=True
+    )
 
     __table_args__ = (
         Index("ix_messages_domain_received", "domain_id", "received_at"),
         Index("ix_messages_customer_received", "customer_id", "received_at"),
         Index("ix_messages_message_id_header", "message_id_header"),
         Index("ix_messages_state_changed", "state", "state_changed_at"),
+        Index("ix_messages_address_received", "address_id", "received_at"),
     )
 
 
@@ -355,6 +431,10 @@ class DeliveryAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     reply: Mapped[str] = mapped_column(String(512))
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Webhook attempts: the HTTP status (None when no answer came) and the first
+    # 2 KB of the body of an answer that was not a success.
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class BayesToken(Base):

@@ -12,12 +12,13 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from mailmoat import metrics
-from mailmoat.db.message_rows import ROUTE_DSN, NewMessage, new_message_id
+from mailmoat.db.message_rows import ROUTE_DSN, ROUTE_HTTP, NewMessage, new_message_id
 from mailmoat.db.queue_repo import AttemptRecord, Job, Outcome
 from mailmoat.db.spool import Spool, SpoolError
 from mailmoat.delivery.destinations import Candidate, Destinations, Unresolvable
 from mailmoat.delivery.dsn import FailedRecipient, build_dsn
 from mailmoat.delivery.relay import DestinationUnusable, Envelope, Relay, Reply
+from mailmoat.delivery.webhook_delivery import NO_ADDRESS, WebhookDelivery
 from mailmoat.domain.downstream import DownstreamAddress
 from mailmoat.domain.retry import RetrySchedule
 from mailmoat.domain.states import MessageState, RecipientStatus
@@ -62,12 +63,14 @@ class Attempt:
         destinations: Destinations,
         schedule: RetrySchedule,
         dsn: DsnOptions,
+        webhooks: WebhookDelivery | None = None,
     ) -> None:
         self.spool = spool
         self.relay = relay
         self.destinations = destinations
         self.schedule = schedule
         self.dsn = dsn
+        self.webhooks = webhooks
 
     async def run(self, job: Job, downstreams: Sequence[DownstreamAddress]) -> Outcome:
         """Try the job's destinations; always returns an outcome to record.
@@ -94,6 +97,9 @@ class Attempt:
         """
         pending = list(job.recipients)
         if not pending:
+            return
+        if job.route == ROUTE_HTTP:
+            await self._post(job, tried)
             return
         try:
             data = await self._content(job)
@@ -122,6 +128,39 @@ class Attempt:
                 if not pending:
                     return
         self._settle(job, tried, failure, "-")
+
+    async def _post(self, job: Job, tried: _Tried) -> None:
+        """One POST of the message to its webhook, for all its recipients at once."""
+        try:
+            data = await self._content(job)
+        except Unresolvable as exc:
+            self._settle(job, tried, parse_reply(exc.reply), "-")
+            return
+        result = None if self.webhooks is None else await self.webhooks.post_job(job, data)
+        if result is None:
+            self._settle(job, tried, NO_ADDRESS if self.webhooks else LOCAL_ERROR, "-")
+            return
+        reply = result.reply
+        for address in job.recipients:
+            tried.replies[address] = reply
+            if result.status is not None:
+                tried.remote[address] = result.target
+        if result.status is None:
+            outcome = "unreachable"
+        else:
+            outcome = "delivered" if reply.ok else "failed" if reply.permanent else "deferred"
+        tried.records.append(
+            AttemptRecord(
+                datetime.now(UTC),
+                result.target,
+                outcome,
+                str(reply),
+                list(job.recipients),
+                http_status=result.status,
+                response=result.response,
+            )
+        )
+        metrics.DELIVERY_ATTEMPTS.labels(job.route, outcome).inc()
 
     async def _content(self, job: Job) -> bytes:
         if job.data is not None:

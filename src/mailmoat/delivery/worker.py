@@ -129,6 +129,7 @@ class DeliveryWorker:
                     related_id=m.related_id,
                     failed_before=0,
                     data=data,
+                    address_id=m.address_id,
                 )
             )
         if messages:

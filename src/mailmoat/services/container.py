@@ -22,7 +22,18 @@ from mailmoat.services.messages import MessageService
 from mailmoat.services.queue import QueueService
 from mailmoat.services.reports import Learner, ReportService
 from mailmoat.services.secrets import load_hasher
+from mailmoat.services.sending_domains import DnsLookup, SendingDomainService, SendingPolicy
 from mailmoat.services.users import UserService
+from mailmoat.services.webhook_addresses import WebhookAddressService
+from mailmoat.services.webhook_secrets import WebhookSecrets
+from mailmoat.services.webhook_statuses import WebhookStatusService
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookPolicy:
+    address_domain: str = "webhooks.invalid"
+    allow_private_targets: bool = False
+    size_limit: int = 25 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -42,6 +53,10 @@ class Services:
     console: ConsoleService
     console_sessions: ConsoleSessions
     console_policy: ConsolePolicy
+    webhook_addresses: WebhookAddressService
+    webhook_statuses: WebhookStatusService
+    webhook_secrets: WebhookSecrets
+    sending_domains: SendingDomainService
 
     async def close(self) -> None:
         """Commit what is pending; call before the database is disposed of."""
@@ -58,13 +73,17 @@ async def build_services(
     key_cache_seconds: float = 0.0,
     learner: Learner | None = None,
     console_policy: ConsolePolicy | None = None,
+    webhooks: WebhookPolicy | None = None,
+    sending: SendingPolicy | None = None,
+    resolver: DnsLookup | None = None,
 ) -> Services:
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
     spool = Spool(spool_dir)
     commits = GroupCommit(database)
     policy = console_policy or ConsolePolicy()
-    domains = DomainService(database, keys)
+    hooks = webhooks or WebhookPolicy()
+    domains = DomainService(database, keys, hooks.address_domain)
     lists = ListService(database)
     reports = ReportService(database, learner)
     messages = MessageService(database, spool, policy.quarantine_retention)
@@ -77,11 +96,20 @@ async def build_services(
         users=UserService(database),
         login_links=LoginLinkService(database, hasher, public_url, login_link_lifetime),
         reports=reports,
-        intake=IntakeService(database, spool, commits),
+        intake=IntakeService(database, spool, commits, webhook_domain=hooks.address_domain),
         messages=messages,
         queue=QueueService(database),
         commits=commits,
         console=ConsoleService(database, messages, lists, domains, reports),
         console_sessions=ConsoleSessions(database, hasher, policy),
         console_policy=policy,
+        webhook_addresses=WebhookAddressService(
+            database,
+            hooks.address_domain,
+            allow_private_targets=hooks.allow_private_targets,
+            size_limit=hooks.size_limit,
+        ),
+        webhook_statuses=WebhookStatusService(database),
+        webhook_secrets=WebhookSecrets(database),
+        sending_domains=SendingDomainService(database, sending, resolver),
     )

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db import domains_repo as repo
+from mailmoat.db import webhook_repo
 from mailmoat.db.database import Database
 from mailmoat.db.inline_sqlite import InlineSqlite, InlineUnavailable
 from mailmoat.db.tables import (
@@ -193,9 +194,18 @@ def _view(domain: AnyDomain, found: repo.Children, handle: str) -> DomainView:
 
 
 class DomainService:
-    def __init__(self, database: Database, keys: KeyService) -> None:
+    def __init__(self, database: Database, keys: KeyService, webhook_domain: str = "") -> None:
         self.db = database
         self.keys = keys
+        # The domain of generated webhook addresses: never a provisioned domain.
+        self.webhook_domain = webhook_domain.lower()
+
+    async def _routed_to_webhooks(self, session: AsyncSession, names: Sequence[str]) -> set[str]:
+        """Names that mail routing gives to webhooks: the address domain, custom domains."""
+        routed = await webhook_repo.routed_names(session, names)
+        if self.webhook_domain in names:
+            routed.add(self.webhook_domain)
+        return routed
 
     # -- reading ---------------------------------------------------------------
 
@@ -349,6 +359,7 @@ class DomainService:
         alias_names = [a.ascii for _, s in parsed.values() for a in (s.aliases or [])]
         existing = await repo.domains_by_names(session, names + alias_names)
         taken_aliases = await repo.alias_names_taken(session, names + alias_names)
+        routed = await self._routed_to_webhooks(session, names + alias_names)
 
         new_rows: list[dict[str, Any]] = []
         children: dict[Any, list[dict[str, Any]]] = {
@@ -372,10 +383,13 @@ class DomainService:
                     continue
                 if name.ascii in taken_aliases or name.ascii in claimed:
                     raise Conflict(f"{name.unicode} is already in use as an alias or domain")
+                if name.ascii in routed:
+                    raise Conflict(f"{name.unicode} is routed to a webhook address")
                 for alias in sections.aliases or []:
                     if (
                         alias.ascii in existing
                         or alias.ascii in taken_aliases
+                        or alias.ascii in routed
                         or (alias.ascii in claimed or alias.ascii in names)
                     ):
                         raise Conflict(f"alias {alias.unicode} is already in use")
@@ -468,6 +482,9 @@ class DomainService:
             foreign = [n for n, owner in taken.items() if owner != domain.id]
             if foreign:
                 raise Conflict(f"alias {foreign[0]} is already in use by another domain")
+            routed = await self._routed_to_webhooks(session, wanted)
+            if routed:
+                raise Conflict(f"alias {next(iter(routed))} is routed to a webhook address")
         if sections.settings is not None:
             settings = sections.settings.apply(settings_of(domain))
             domain.abuse_policy = settings.abuse_policy.value
@@ -552,6 +569,8 @@ class DomainService:
                 raise Conflict(f"{alias.unicode} is already provisioned as a domain")
             if await repo.alias_owner(session, alias.ascii):
                 raise Conflict(f"{alias.unicode} is already an alias")
+            if await self._routed_to_webhooks(session, [alias.ascii]):
+                raise Conflict(f"{alias.unicode} is routed to a webhook address")
             session.add(
                 DomainAlias(domain_id=domain.id, name_ascii=alias.ascii, name_unicode=alias.unicode)
             )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Protocol
 
+from mailmoat.db import webhook_repo
 from mailmoat.db.database import Database
 from mailmoat.db.domains_repo import DomainRow, alias_owner, domain_by_name
 from mailmoat.db.group_commit import GroupCommit
@@ -20,6 +21,8 @@ from mailmoat.db.intake_repo import (
     list_entries,
 )
 from mailmoat.db.message_rows import (
+    ROUTE_HTTP,
+    ROUTE_SMTP,
     Lease,
     NewMessage,
     insert_merged,
@@ -35,6 +38,13 @@ from mailmoat.domain.policy import Action, Profile, recipient_profile
 from mailmoat.domain.sender_lists import Entry, Sender, Tier, decide
 from mailmoat.domain.settings import AbusePolicy
 from mailmoat.domain.states import STATES, MessageState
+from mailmoat.domain.webhooks import (
+    WebhookPoster,
+    WebhookRoute,
+    address_token,
+    custom_domain_keys,
+    pattern_allows,
+)
 from mailmoat.services.users import create_on_arrival
 
 _STATE_OF_ACTION = {
@@ -50,22 +60,52 @@ def state_for(action: Action) -> str:
     return _STATE_OF_ACTION[action]
 
 
+class NoSuchRecipient(Exception):
+    """The domain routes to a webhook here, but not this local part."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecipientContext:
-    """Everything filtering needs to know about one accepted recipient."""
+    """Everything filtering needs to know about one accepted recipient.
+
+    Mail for a provisioned domain has ``domain``; mail for a webhook address (or a
+    custom domain routed to one) has ``webhook`` instead.
+    """
 
     address: str
-    domain: DomainRow
+    domain: DomainRow | None
     recipient_id: str | None
     filtered: bool
     user_policy: AbusePolicy | None
     entries: tuple[Entry, ...]
+    webhook: WebhookRoute | None = None
+
+    @property
+    def customer_id(self) -> str:
+        if self.webhook is not None:
+            return self.webhook.customer_id
+        assert self.domain is not None
+        return self.domain.customer_id
+
+    @property
+    def route_key(self) -> str:
+        """Recipients with one route key share one log record (and one POST)."""
+        if self.webhook is not None:
+            return f"address:{self.webhook.id}"
+        assert self.domain is not None
+        return f"domain:{self.domain.id}"
 
     def screen(self, sender: Sender) -> Screening:
         """The RCPT-time decision for mail from ``sender`` to this recipient."""
         listed = decide(self.entries, sender)
         if listed is not None and listed.action is ListAction.BLOCKLIST:
             return Screening(listed.rule, None)
+        if self.webhook is not None:
+            # Webhook mail is scanned and the verdict posted, never held or refused
+            # for spam: the receiving application decides.
+            safelisted = listed.rule if listed is not None else None
+            return Screening(None, Profile(self.webhook.customer_id, AbusePolicy.FLAG, safelisted))
+        assert self.domain is not None
         profile = recipient_profile(
             self.domain.customer_id,
             domain_policy=AbusePolicy(self.domain.abuse_policy),
@@ -96,12 +136,23 @@ def _entries(rows: Sequence[tuple[str, str, str, str]]) -> tuple[Entry, ...]:
 
 
 class IntakeService:
-    def __init__(self, database: Database, spool: Spool, commits: GroupCommit) -> None:
+    def __init__(
+        self,
+        database: Database,
+        spool: Spool,
+        commits: GroupCommit,
+        *,
+        webhook_domain: str = "",
+    ) -> None:
         self.db = database
         self.spool = spool
         self.commits = commits
+        # The domain of generated webhook addresses (<token>@webhook_domain).
+        self.webhook_domain = webhook_domain.lower()
         # This process's delivery worker, which takes new mail straight from intake.
         self.local_delivery: LocalDelivery | None = None
+        # Posts to webhooks during the SMTP transaction (sync mode); set by the SMTP role.
+        self.webhook_poster: WebhookPoster | None = None
         self._creating: dict[str, asyncio.Future[RecipientRow]] = {}
 
     async def recipient(self, raw_address: str) -> RecipientContext | None:
@@ -113,15 +164,17 @@ class IntakeService:
         address = parse_email(raw_address)
         if self.db.inline is not None:
             try:
-                return await self._recipient_inline(address)
+                found = await self._recipient_inline(address)
             except InlineUnavailable:
                 pass
+            else:
+                return found if found is not None else await self._webhook_recipient(address)
         async with self.db.read() as session:
             domain = await domain_by_name(session, address.domain.ascii) or await alias_owner(
                 session, address.domain.ascii
             )
             if domain is None:
-                return None
+                return await self._webhook_recipient(address)
             row = await find_recipient(session, address.ascii)
         row = row or await self._create_recipient(domain, address)
         async with self.db.read() as session:
@@ -129,6 +182,31 @@ class IntakeService:
                 session, domain.customer_id, entry_scopes(domain.id, row.id)
             )
         return self._context(address, DomainRow.of(domain), row, entries)
+
+    async def _webhook_recipient(self, address: EmailAddress) -> RecipientContext | None:
+        """A webhook address, or an address at a custom domain; None when neither.
+
+        Raises NoSuchRecipient for an unknown address at a domain that is routed here.
+        """
+        domain = address.domain.ascii
+        async with self.db.read() as session:
+            if self.webhook_domain and domain == self.webhook_domain:
+                route = await webhook_repo.address_by_token(session, address_token(address.local))
+                if route is None:
+                    raise NoSuchRecipient(address.ascii)
+            else:
+                keys = custom_domain_keys(domain)
+                found = {r.name_ascii: r for r in await webhook_repo.custom_routes(session, keys)}
+                best = next((found[k] for k in keys if k in found), None)
+                if best is None:
+                    return None
+                if not pattern_allows(best.pattern, address.local):
+                    raise NoSuchRecipient(address.ascii)
+                route = best.address
+            entries = await list_entries(session, route.customer_id, ("account",))
+        return RecipientContext(
+            address.ascii, None, None, True, None, _entries(entries), webhook=route
+        )
 
     async def _recipient_inline(self, address: EmailAddress) -> RecipientContext | None:
         inline = self.db.inline
@@ -218,6 +296,8 @@ class LocalDelivery(Protocol):
 
 
 __all__ = [
+    "ROUTE_HTTP",
+    "ROUTE_SMTP",
     "STATES",
     "IntakeService",
     "InvalidName",

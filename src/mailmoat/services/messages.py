@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db import queue_repo
 from mailmoat.db.database import Database
-from mailmoat.db.message_rows import ROUTE_DSN, ROUTE_SMTP
+from mailmoat.db.message_rows import ROUTE_DSN, ROUTE_HTTP, ROUTE_SMTP
 from mailmoat.db.spool import Spool, SpoolError
 from mailmoat.db.tables import Domain, Message, MessageRecipient
 from mailmoat.domain.lists import ListAction
 from mailmoat.domain.names import InvalidName, parse_email
 from mailmoat.domain.states import STATES, MessageState
+from mailmoat.domain.webhooks import REASON_WEBHOOK_DELAYED, REASON_WEBHOOK_REJECTED
 from mailmoat.services import audit
 from mailmoat.services.caller import Actor, Caller
 from mailmoat.services.domains import load_domain
@@ -29,6 +30,7 @@ MessageQuery = Select[Any]
 DELETED = MessageState.DELETED
 FILTER_STATES = STATES
 REDELIVERABLE = (MessageState.FAILED, MessageState.DELIVERED)
+REASON_REDELIVERED = "redelivered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +309,13 @@ class MessageService:
         reach, or to all of them when it reached everyone."""
         async with self.db.write() as session:
             message = await self._load(session, caller, message_id, within, lock=True)
-            if message.state not in REDELIVERABLE:
+            # A webhook that refused mail during SMTP may be sent it again, once fixed.
+            refused_by_webhook = (
+                message.address_id is not None
+                and message.state == MessageState.REJECTED
+                and message.reason in (REASON_WEBHOOK_REJECTED, REASON_WEBHOOK_DELAYED)
+            )
+            if message.state not in REDELIVERABLE and not refused_by_webhook:
                 raise Conflict(
                     f"message {message_id} is {message.state}: only failed or delivered "
                     "messages can be delivered again"
@@ -315,6 +323,9 @@ class MessageService:
             if message.spool_key is None:
                 raise Conflict(f"the content of message {message_id} is no longer kept")
             await queue_repo.reset_recipients(session, message.id)
+            if refused_by_webhook:
+                # What the webhook answered during SMTP no longer describes the message.
+                message.reason = REASON_REDELIVERED
             await audit.record(
                 session,
                 caller.actor,
@@ -329,7 +340,13 @@ class MessageService:
         now = datetime.now(UTC)
         message.state = MessageState.QUEUED
         message.state_changed_at = now
-        route = ROUTE_DSN if message.related_id is not None else ROUTE_SMTP
+        route = (
+            ROUTE_HTTP
+            if message.address_id is not None
+            else ROUTE_DSN
+            if message.related_id is not None
+            else ROUTE_SMTP
+        )
         await queue_repo.enqueue(session, message.id, route, now)
         await session.flush()
         return (await _views(session, [message], self.retention))[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,22 +14,30 @@ from mailmoat import metrics
 from mailmoat.domain.names import InvalidName
 from mailmoat.domain.policy import Action
 from mailmoat.domain.sender_lists import Sender
+from mailmoat.domain.settings import DEFAULT_SPAM_HEADER_NAME, DEFAULT_SPAM_HEADER_VALUE
+from mailmoat.domain.webhooks import REASON_MAX_SIZE, DeliveryMode
 from mailmoat.pipeline.engine import Evaluation, Incoming, Pipeline, Stamp
 from mailmoat.pipeline.headers import summary
 from mailmoat.scanners.base import ScannerUnavailable
 from mailmoat.services.intake import (
+    ROUTE_HTTP,
+    ROUTE_SMTP,
     IntakeService,
     MessageState,
     NewMessage,
+    NoSuchRecipient,
     RecipientContext,
     new_message_id,
     state_for,
 )
 from mailmoat.smtp.protocol import TransactionEnvelope, normalize_newlines
+from mailmoat.smtp.webhook_post import envelope_for, post_during_data
 
 log = logging.getLogger(__name__)
 
 BLOCKLISTED = "550 5.7.1 Sender is blocked by the recipient's blocklist"
+TOO_BIG_FOR_ADDRESS = "552 5.3.4 Message too big for this address"
+NO_SUCH_RECIPIENT = "550 5.1.1 No such recipient here"
 
 
 def _client_ip(session: Session) -> str:
@@ -81,16 +90,32 @@ class GatewayHandler:
             context = await self.intake.recipient(address)
         except InvalidName:
             return _reply("RCPT", "553 5.1.3 Recipient address is not valid")
+        except NoSuchRecipient:
+            return _reply("RCPT", NO_SUCH_RECIPIENT)
         except Exception:
             log.exception("recipient lookup failed for %r", address)
             return _reply("RCPT", "451 4.3.0 Temporary failure, try again later")
         if context is None:
             return _reply("RCPT", "550 5.7.1 Relaying denied: recipient domain is not served here")
+        if context.webhook is not None:
+            declared = _declared_size(envelope.mail_options)
+            if declared is not None and declared > context.webhook.max_size:
+                await self._record_refusal(
+                    session, envelope, context, REASON_MAX_SIZE, TOO_BIG_FOR_ADDRESS
+                )
+                return _reply("RCPT", TOO_BIG_FOR_ADDRESS)
         screening = context.screen(Sender(_sender(envelope), _client_ip(session)))
         if screening.blocked_by is not None:
             await self._record_refusal(session, envelope, context, screening.blocked_by)
             return _reply("RCPT", BLOCKLISTED)
-        if envelope.profile is not None and envelope.profile != screening.profile:
+        first = envelope.contexts[0] if envelope.contexts else None
+        if (envelope.profile is not None and envelope.profile != screening.profile) or (
+            first is not None
+            and (first.webhook or context.webhook)
+            and first.route_key != context.route_key
+        ):
+            # One DATA reply must be right for every recipient: a webhook's answer
+            # is its own, so a webhook address shares a transaction with no other.
             return _reply("RCPT", "452 4.5.3 Send mail for this recipient in a new transaction")
         envelope.profile = screening.profile
         envelope.contexts.append(context)
@@ -112,6 +137,13 @@ class GatewayHandler:
         assert profile is not None  # aiosmtpd asks for a recipient before DATA
         raw = normalize_newlines(envelope.original_content or b"")
         contexts = envelope.contexts
+        route = contexts[0].webhook
+        if route is not None and len(raw) > route.max_size:
+            for context in contexts[:1]:
+                await self._record_refusal(
+                    session, envelope, context, REASON_MAX_SIZE, TOO_BIG_FOR_ADDRESS, size=len(raw)
+                )
+            return _reply("DATA", TOO_BIG_FOR_ADDRESS)
         incoming = Incoming(
             raw=raw,
             scope=profile.customer_id,
@@ -133,6 +165,15 @@ class GatewayHandler:
             )
         reply = self._data_reply(evaluation)
         records = self._records(session, envelope, incoming, evaluation, reply)
+        if route is not None and route.mode == DeliveryMode.SYNC and records[0].data is not None:
+            webhook_envelope = envelope_for(records[0], incoming, evaluation, session.ssl)
+            answer = await post_during_data(
+                self.intake, self.intake.webhook_poster, route, records[0], webhook_envelope
+            )
+            metrics.MESSAGES.labels(
+                evaluation.verdict, evaluation.action.value, records[0].reason
+            ).inc()
+            return _reply("DATA", answer)
         try:
             await self.intake.keep(records)
         except Exception:
@@ -165,11 +206,11 @@ class GatewayHandler:
         about = summary(incoming.raw)
         groups: dict[str, list[RecipientContext]] = defaultdict(list)
         for context in envelope.contexts:
-            groups[context.domain.id].append(context)
+            groups[context.route_key].append(context)
         protocol = _protocol(session, envelope)
         records = []
         for group in groups.values():
-            domain = group[0].domain
+            owner = _owner(group[0])
             message_id = new_message_id()
             data = None
             if evaluation.action is not Action.BLOCK:
@@ -181,14 +222,15 @@ class GatewayHandler:
                     protocol,
                     group[0].address if len(group) == 1 else None,
                 )
-                flag = (domain.spam_header_name, domain.spam_header_value)
-                data = self.pipeline.finish(incoming.raw, evaluation, stamp, flag)
+                data = self.pipeline.finish(incoming.raw, evaluation, stamp, owner.spam_header)
             records.append(
                 NewMessage(
                     id=message_id,
-                    customer_id=domain.customer_id,
-                    domain_id=domain.id,
-                    domain_name=domain.name_ascii,
+                    customer_id=owner.customer_id,
+                    domain_id=owner.domain_id,
+                    domain_name=owner.domain_name,
+                    address_id=owner.address_id,
+                    route=owner.route,
                     received_at=now,
                     client_ip=incoming.client_ip,
                     client_helo=incoming.helo,
@@ -211,15 +253,24 @@ class GatewayHandler:
         return records
 
     async def _record_refusal(
-        self, session: Session, envelope: Envelope, context: RecipientContext, rule: str
+        self,
+        session: Session,
+        envelope: Envelope,
+        context: RecipientContext,
+        rule: str,
+        reply: str = BLOCKLISTED,
+        size: int = 0,
     ) -> None:
-        """A log record for mail refused at RCPT, so the domain's admins see it."""
+        """A log record for mail refused before it was accepted, so its owner sees it."""
         now = datetime.now(UTC)
+        owner = _owner(context)
         record = NewMessage(
             id=new_message_id(),
-            customer_id=context.domain.customer_id,
-            domain_id=context.domain.id,
-            domain_name=context.domain.name_ascii,
+            customer_id=owner.customer_id,
+            domain_id=owner.domain_id,
+            domain_name=owner.domain_name,
+            address_id=owner.address_id,
+            size=size,
             received_at=now,
             client_ip=_client_ip(session),
             client_helo=session.host_name or "",
@@ -229,13 +280,56 @@ class GatewayHandler:
             action=Action.BLOCK.value,
             reason=rule,
             state=MessageState.REJECTED,
-            reply=BLOCKLISTED,
+            reply=reply,
         )
         try:
             await self.intake.keep([record])
         except Exception:
             log.exception("could not record a refused recipient")
         metrics.MESSAGES.labels("unscanned", Action.BLOCK.value, rule).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """Whose log a record goes to, and how accepted mail travels on."""
+
+    customer_id: str
+    domain_id: str | None
+    domain_name: str
+    address_id: str | None
+    route: str
+    spam_header: tuple[str, str]
+
+
+def _owner(context: RecipientContext) -> _Owner:
+    if context.webhook is not None:
+        return _Owner(
+            context.webhook.customer_id,
+            None,
+            context.address.rpartition("@")[2],
+            context.webhook.id,
+            ROUTE_HTTP,
+            (DEFAULT_SPAM_HEADER_NAME, DEFAULT_SPAM_HEADER_VALUE),
+        )
+    domain = context.domain
+    assert domain is not None
+    return _Owner(
+        domain.customer_id,
+        domain.id,
+        domain.name_ascii,
+        None,
+        ROUTE_SMTP,
+        (domain.spam_header_name, domain.spam_header_value),
+    )
+
+
+def _declared_size(options: list[str]) -> int | None:
+    """The SIZE= a client declared with MAIL FROM, if any."""
+    for option in options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _safe(evaluation: Evaluation) -> str:

@@ -1,0 +1,1 @@
+"""The CloudMailin-style management API: /api/v0.1/{account}/…"""

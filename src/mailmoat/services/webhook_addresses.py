@@ -1,0 +1,262 @@
+"""Email-to-webhook addresses and the custom domains routed to them."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailmoat.db.database import Database
+from mailmoat.db.domains_repo import alias_owner, domain_by_name
+from mailmoat.db.tables import CustomDomain, WebhookAddress, utcnow
+from mailmoat.domain.names import InvalidName
+from mailmoat.domain.webhooks import (
+    DEFAULT_MAX_SIZE,
+    DeliveryMode,
+    TargetFormat,
+    compile_pattern,
+    is_public_address,
+    new_address_id,
+    new_address_token,
+    parse_custom_domain,
+    parse_target,
+)
+from mailmoat.services.caller import Caller
+from mailmoat.services.errors import Conflict, InvalidInput, NotFound
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AddressInput:
+    """Fields a client sends; None means "leave as it is" on update."""
+
+    target: str | None = None
+    target_format: str | None = None
+    nickname: str | None = None
+    mode: str | None = None
+    max_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressView:
+    id: str
+    email: str
+    target: str
+    target_format: str
+    nickname: str | None
+    mode: str
+    max_size: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomDomainView:
+    id: str
+    domain: str
+    address_id: str
+    pattern: str | None
+    created_at: datetime
+
+
+class WebhookAddressService:
+    def __init__(
+        self,
+        database: Database,
+        address_domain: str,
+        *,
+        allow_private_targets: bool = False,
+        size_limit: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        self.db = database
+        self.address_domain = address_domain
+        self.allow_private_targets = allow_private_targets
+        self.size_limit = size_limit
+
+    # -- addresses -------------------------------------------------------------------
+
+    def _view(self, row: WebhookAddress) -> AddressView:
+        return AddressView(
+            row.id,
+            f"{row.token}@{self.address_domain}",
+            row.target,
+            row.target_format,
+            row.nickname,
+            row.mode,
+            row.max_size,
+            row.created_at,
+            row.updated_at,
+        )
+
+    async def page(self, caller: Caller, limit: int, offset: int) -> tuple[list[AddressView], int]:
+        _check_page(limit, offset)
+        mine = WebhookAddress.customer_id == caller.customer_id
+        async with self.db.read() as session:
+            total = await session.scalar(select(func.count()).where(mine))
+            rows = await session.scalars(
+                select(WebhookAddress)
+                .where(mine)
+                .order_by(WebhookAddress.created_at, WebhookAddress.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            return [self._view(r) for r in rows], int(total or 0)
+
+    async def get(self, caller: Caller, address_id: str) -> AddressView:
+        async with self.db.read() as session:
+            return self._view(await self._load(session, caller, address_id))
+
+    async def create(self, caller: Caller, fields: AddressInput) -> AddressView:
+        if fields.target is None:
+            raise InvalidInput("target is required")
+        values = self._validated(fields, partial=False)
+        now = utcnow()
+        row = WebhookAddress(
+            id=new_address_id(),
+            customer_id=caller.customer_id,
+            token=new_address_token(),
+            created_at=now,
+            updated_at=now,
+            **values,
+        )
+        async with self.db.write() as session:
+            session.add(row)
+        return self._view(row)
+
+    async def update(self, caller: Caller, address_id: str, fields: AddressInput) -> AddressView:
+        values = self._validated(fields, partial=True)
+        async with self.db.write() as session:
+            row = await self._load(session, caller, address_id)
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.updated_at = utcnow()
+            return self._view(row)
+
+    async def delete(self, caller: Caller, address_id: str) -> None:
+        async with self.db.write() as session:
+            await session.delete(await self._load(session, caller, address_id))
+
+    def _validated(self, fields: AddressInput, *, partial: bool) -> dict[str, object]:
+        values: dict[str, object] = {}
+        try:
+            if fields.target is not None:
+                target = parse_target(fields.target)
+                if not self.allow_private_targets and _is_private_literal(target.host):
+                    raise InvalidName(
+                        f"target {target.host} is a private or loopback address; "
+                        "the operator has not allowed such targets"
+                    )
+                values["target"] = target.url
+        except InvalidName as exc:
+            raise InvalidInput(str(exc)) from None
+        if fields.target_format is not None or not partial:
+            try:
+                values["target_format"] = TargetFormat(fields.target_format or "json+n").value
+            except ValueError:
+                formats = ", ".join(f.value for f in TargetFormat)
+                raise InvalidInput(f"target_format must be one of {formats}") from None
+        if fields.mode is not None or not partial:
+            try:
+                values["mode"] = DeliveryMode(fields.mode or "sync").value
+            except ValueError:
+                raise InvalidInput("mode must be sync or queued") from None
+        if fields.nickname is not None:
+            nickname = fields.nickname.strip()
+            if len(nickname) > 200 or any(not ch.isprintable() for ch in nickname):
+                raise InvalidInput("nickname must be up to 200 printable characters")
+            values["nickname"] = nickname or None
+        if fields.max_size is not None or not partial:
+            size = self.size_limit if fields.max_size is None else fields.max_size
+            if not 1024 <= size <= self.size_limit:
+                raise InvalidInput(
+                    f"max_size must be between 1024 and {self.size_limit} bytes "
+                    "(the gateway's own limit)"
+                )
+            values["max_size"] = size
+        return values
+
+    @staticmethod
+    async def _load(session: AsyncSession, caller: Caller, address_id: str) -> WebhookAddress:
+        row = await session.get(WebhookAddress, address_id)
+        if row is None or row.customer_id != caller.customer_id:
+            raise NotFound(f"address {address_id} does not exist")
+        return row
+
+    # -- custom domains --------------------------------------------------------------
+
+    async def domains(self, caller: Caller, address_id: str | None) -> list[CustomDomainView]:
+        query = select(CustomDomain).where(CustomDomain.customer_id == caller.customer_id)
+        if address_id is not None:
+            query = query.where(CustomDomain.address_id == address_id)
+        async with self.db.read() as session:
+            rows = await session.scalars(query.order_by(CustomDomain.name_ascii))
+            return [_domain_view(r) for r in rows]
+
+    async def add_domain(
+        self, caller: Caller, address_id: str, raw_name: str, pattern: str | None
+    ) -> CustomDomainView:
+        try:
+            name = parse_custom_domain(raw_name)
+            compile_pattern(pattern)
+        except InvalidName as exc:
+            raise InvalidInput(str(exc)) from None
+        if name.name.ascii == self.address_domain:
+            raise InvalidInput(f"{name.unicode} is the gateway's own address domain")
+        row = CustomDomain(
+            id=new_address_id(),
+            customer_id=caller.customer_id,
+            address_id=address_id,
+            name_ascii=name.ascii,
+            name_unicode=name.unicode,
+            pattern=pattern or None,
+            created_at=utcnow(),
+        )
+        try:
+            async with self.db.write() as session:
+                await self._load(session, caller, address_id)
+                served = await domain_by_name(session, name.name.ascii) or await alias_owner(
+                    session, name.name.ascii
+                )
+                if served is not None and not name.wildcard:
+                    raise Conflict(f"{name.unicode} is provisioned as a filtered domain")
+                taken = await session.scalar(
+                    select(CustomDomain.customer_id).where(CustomDomain.name_ascii == name.ascii)
+                )
+                if taken is not None:
+                    raise Conflict(f"{name.unicode} is already a custom domain")
+                session.add(row)
+        except IntegrityError:
+            raise Conflict(f"{name.unicode} is already a custom domain") from None
+        return _domain_view(row)
+
+    async def remove_domain(self, caller: Caller, domain_id: str) -> None:
+        async with self.db.write() as session:
+            row = await session.get(CustomDomain, domain_id)
+            if row is None or row.customer_id != caller.customer_id:
+                raise NotFound(f"custom domain {domain_id} does not exist")
+            await session.delete(row)
+
+
+def _domain_view(row: CustomDomain) -> CustomDomainView:
+    return CustomDomainView(row.id, row.name_unicode, row.address_id, row.pattern, row.created_at)
+
+
+def _is_private_literal(host: str) -> bool:
+    """A target host written as an IP address that is not public (or localhost)."""
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: checked when it is resolved, at each delivery
+    return not is_public_address(host)
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise InvalidInput(f"limit must be 1-{MAX_PAGE} and offset not negative")

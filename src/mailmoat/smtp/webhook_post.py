@@ -1,0 +1,111 @@
+"""Mail to a webhook address in sync mode: POST during DATA; the answer is the reply.
+
+As CloudMailin does: 2xx → 250; 4xx → 554 (permanent, the sender bounces it);
+5xx, timeout or no answer → 450 (the sender tries again). A text/plain answer is
+carried into the reply. The record keeps the content either way, so that the
+message can be redelivered on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from mailmoat.domain.states import MessageState, RecipientStatus
+from mailmoat.domain.webhooks import (
+    REASON_WEBHOOK_DELAYED,
+    REASON_WEBHOOK_REJECTED,
+    WebhookAnswer,
+    WebhookEnvelope,
+    WebhookPoster,
+    WebhookRoute,
+    fired_rules,
+)
+from mailmoat.pipeline.engine import Evaluation, Incoming
+from mailmoat.services.intake import ROUTE_HTTP, IntakeService, NewMessage
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "451 4.3.0 Webhook delivery is not available here, try again later"
+
+
+def envelope_for(
+    record: NewMessage,
+    incoming: Incoming,
+    evaluation: Evaluation,
+    tls: dict[str, Any] | None,
+) -> WebhookEnvelope:
+    sender = incoming.mail_from
+    spf_domain = sender.rpartition("@")[2] if sender else incoming.helo
+    cipher = (tls or {}).get("cipher")
+    return WebhookEnvelope(
+        recipients=tuple(incoming.recipients),
+        sender=sender,
+        helo_domain=incoming.helo,
+        remote_ip=incoming.client_ip,
+        spf_result=evaluation.auth.spf if evaluation.auth else "none",
+        spf_domain=spf_domain.lower(),
+        tls=tls is not None,
+        # As CloudMailin fills it: the protocol version ("TLSv1.3"), not the suite.
+        tls_cipher=str(cipher[1]) if isinstance(cipher, tuple) and len(cipher) > 1 else None,
+        message_id=record.id,
+        verdict=evaluation.verdict,
+        score=evaluation.score,
+        rules=fired_rules(evaluation.rules),
+        authentication_results=record.auth_results,
+    )
+
+
+async def post_during_data(
+    intake: IntakeService,
+    poster: WebhookPoster | None,
+    route: WebhookRoute,
+    record: NewMessage,
+    envelope: WebhookEnvelope,
+) -> str:
+    """POST, record the outcome with its attempt, and return the SMTP reply."""
+    if poster is None or record.data is None:
+        return UNAVAILABLE
+    answer = await poster.post_now(route, record.data, envelope)
+    reply = _settle(record, answer)
+    try:
+        await intake.keep([record])
+    except Exception:
+        # The webhook has (or refused) the message already: the reply stands.
+        log.exception("could not record message %s posted to a webhook", record.id)
+    return reply
+
+
+def _settle(record: NewMessage, answer: WebhookAnswer) -> str:
+    now = datetime.now(UTC)
+    if 200 <= answer.code < 300:
+        outcome, reply = "delivered", f"250 2.0.0 Ok: delivered to the webhook as {record.id}"
+        record.state = MessageState.DELIVERED
+        record.recipient_status = RecipientStatus.DELIVERED
+        record.recipient_reply = answer.reply
+    elif 500 <= answer.code < 600:
+        outcome, reply = "failed", f"554 {answer.text}"
+        record.state = MessageState.REJECTED
+        record.reason = REASON_WEBHOOK_REJECTED
+        record.recipient_status = RecipientStatus.FAILED
+        record.recipient_reply = answer.reply
+    else:
+        outcome = "deferred" if answer.status is not None else "unreachable"
+        reply = f"450 {answer.text}"
+        record.state = MessageState.REJECTED
+        record.reason = REASON_WEBHOOK_DELAYED
+    record.reply = reply
+    record.attempts = [
+        {
+            "attempted_at": now,
+            "route": ROUTE_HTTP,
+            "target": answer.target[:320],
+            "outcome": outcome,
+            "reply": answer.reply[:512],
+            "recipients": [address for address, _ in record.recipients],
+            "http_status": answer.status,
+            "response": answer.response,
+        }
+    ]
+    return reply

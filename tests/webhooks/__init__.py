@@ -1,0 +1,1 @@
+"""Email-to-webhook delivery end to end: real SMTP in, real HTTP out, on loopback."""
