@@ -23,7 +23,8 @@ from mailmoat.bootstrap import bayes_learner
 from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
 from mailmoat.db.tables import Base
-from mailmoat.services.container import Services, build_services
+from mailmoat.pipeline.auth import is_public_suffix
+from mailmoat.services.container import Services, WebhookPolicy, build_services
 from tests.daemons import rspamd_url, spamd_port  # noqa: F401  (session fixtures, one daemon each)
 from tests.scratch_pg import throwaway_postgres
 
@@ -67,6 +68,7 @@ async def database_services(
         login_link_lifetime=timedelta(minutes=15),
         spool_dir=tmp_path_factory.mktemp("spool"),
         learner=bayes_learner(database, threshold=5.0),
+        webhooks=WebhookPolicy(is_public_suffix=is_public_suffix),
     )
     yield services
     await services.close()

@@ -14,7 +14,7 @@ from mailmoat.delivery.spool_sweeper import SpoolSweeper
 from mailmoat.delivery.worker import DeliveryWorker, WorkerOptions
 from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
 from mailmoat.services.container import Services
-from mailmoat.smtp_runtime import webhook_delivery
+from mailmoat.webhook_runtime import webhook_delivery
 
 
 def relay_options(settings: Settings) -> RelayOptions:

@@ -7,30 +7,13 @@ from contextlib import asynccontextmanager
 
 from mailmoat.config import ScannerFailure, Settings, parse_listen
 from mailmoat.db.bayes_store import DatabaseTokenStore
-from mailmoat.delivery.destinations import Destinations, NameResolver
-from mailmoat.delivery.webhook_client import WebhookClient
-from mailmoat.delivery.webhook_delivery import WebhookDelivery
 from mailmoat.pipeline.auth import SenderAuthenticator
 from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
 from mailmoat.pipeline.engine import Pipeline
 from mailmoat.scanners.factory import build_scanner
 from mailmoat.services.container import Services
 from mailmoat.smtp.server import SmtpOptions, SmtpServer
-
-
-def webhook_delivery(
-    settings: Settings, services: Services, resolver: NameResolver | None = None
-) -> WebhookDelivery:
-    """Posting to webhooks, as the SMTP role (sync mode) and workers do it."""
-    destinations = Destinations(
-        resolver or DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout)
-    )
-    client = WebhookClient(
-        destinations,
-        timeout=settings.webhook_timeout,
-        allow_private=settings.webhook_allow_private,
-    )
-    return WebhookDelivery(services.db, client)
+from mailmoat.webhook_runtime import webhook_delivery
 
 
 def smtp_options(settings: Settings) -> SmtpOptions:

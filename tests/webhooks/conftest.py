@@ -34,7 +34,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from mailmoat.config import Settings
 from mailmoat.delivery.webhook_delivery import WebhookDelivery
 from mailmoat.services.container import Services
-from mailmoat.smtp_runtime import webhook_delivery
+from mailmoat.webhook_runtime import webhook_delivery
 from tests.conftest import Tenant
 from tests.delivery import conftest as delivery_fixtures
 from tests.smtp import conftest as smtp_fixtures

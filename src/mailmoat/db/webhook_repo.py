@@ -10,6 +10,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailmoat.db.database import Database
 from mailmoat.db.tables import CustomDomain, WebhookAddress, WebhookSecret, new_id, utcnow
 from mailmoat.domain.webhooks import WebhookRoute, custom_domain_keys
 
@@ -83,6 +84,21 @@ def add_secret(session: AsyncSession, customer_id: str) -> WebhookSecret:
     )
     session.add(row)
     return row
+
+
+async def current_secrets(db: Database, customer_id: str) -> list[WebhookSecret]:
+    """The customer's secrets, newest first; the first one is made on first use."""
+    async with db.read() as session:
+        rows = await secret_rows(session, customer_id)
+    if rows:
+        return rows
+    async with db.write() as session:
+        rows = await secret_rows(session, customer_id)
+        if not rows:
+            add_secret(session, customer_id)
+            await session.flush()
+            rows = await secret_rows(session, customer_id)
+        return rows
 
 
 def signing_keys(rows: Sequence[WebhookSecret]) -> list[str]:

@@ -140,7 +140,7 @@ class Attempt:
         if result is None:
             self._settle(job, tried, NO_ADDRESS if self.webhooks else LOCAL_ERROR, "-")
             return
-        reply = result.reply
+        reply = Reply(result.code, result.text)
         for address in job.recipients:
             tried.replies[address] = reply
             if result.status is not None:

@@ -1,45 +1,51 @@
-"""POSTing a message to a webhook: redirects, timeouts, the private-address guard.
+"""POSTing a message to a webhook: redirects, one deadline, the private-address guard.
 
 Each answer becomes a reply in SMTP terms, so that the queue, the retry schedule
 and the SMTP front end treat webhooks like any other destination:
 
 - 2xx: delivered (250);
 - 4xx: refused for good (554), with a text/plain answer carried into the reply;
-- 5xx, a timeout, no connection, a refused target: try again later (450).
+- 5xx, no answer within the timeout, no connection, a refused target: try again
+  later (450).
+
+Names are resolved through mailmoat's own resolver, and the connection goes to the
+address that was checked (the Host header and TLS server name keep the name), so
+a second lookup cannot lead the post somewhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from mailmoat import __version__
 from mailmoat.delivery.destinations import Candidate, Destinations, Unresolvable
-from mailmoat.delivery.relay import Reply
 from mailmoat.delivery.webhook_signing import signature_headers
 from mailmoat.domain.names import InvalidName
-from mailmoat.domain.webhooks import is_public_address, parse_target
+from mailmoat.domain.webhooks import Target, WebhookAnswer, is_public_address, parse_target
 
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
 RESPONSE_KEPT = 2048  # bytes of a failing answer kept for the statuses
 REPLY_TEXT = 200  # characters of a text/plain answer carried into the SMTP reply
-
-
-@dataclass(frozen=True, slots=True)
-class PostResult:
-    reply: Reply  # in SMTP terms, see above
-    status: int | None  # the HTTP status; None when no answer came
-    target: str  # the URL posted to, without credentials
-    response: str | None  # the first 2 KB of a failing answer's body
+UNUSABLE_TARGET = "(unusable target)"
 
 
 class TargetRefused(Exception):
     """The target resolves to an address the operator does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pinned:
+    url: str  # the target with its host replaced by the checked address
+    headers: dict[str, str]
+    extensions: dict[str, Any]
 
 
 class WebhookClient:
@@ -71,77 +77,97 @@ class WebhookClient:
         *,
         message_id: str,
         secrets: list[str],
-    ) -> PostResult:
-        """POST ``body`` to ``url``, following up to three redirects (posting again)."""
+    ) -> WebhookAnswer:
+        """POST ``body`` to ``url``, following up to three redirects (posting again),
+        all within one deadline."""
         try:
             target = parse_target(url)
         except InvalidName as exc:
-            return PostResult(
-                Reply(450, f"4.3.5 webhook target is not usable: {exc}"), None, url, None
-            )
+            return _failed(f"4.3.5 webhook target is not usable: {exc}", UNUSABLE_TARGET)
         shown = target.shown
         started = time.monotonic()
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                await self._guard(target.host, target.port)
-                headers = {
-                    "Content-Type": content_type,
-                    **signature_headers(message_id, secrets, int(time.time()), body),
-                }
-                answer = await self._client.post(target.url, content=body, headers=headers)
-                if answer.is_redirect and "location" in answer.headers:
-                    location = str(answer.url.join(answer.headers["location"]))
-                    target = parse_target(location)
-                    shown = target.shown
-                    continue
-                return _result(answer, shown)
-            return PostResult(
-                Reply(450, f"4.4.6 more than {MAX_REDIRECTS} redirects"), None, shown, None
-            )
+            async with asyncio.timeout(self.timeout):
+                for _ in range(MAX_REDIRECTS + 1):
+                    pinned = await self._pin(target)
+                    headers = {
+                        **pinned.headers,
+                        "Content-Type": content_type,
+                        **signature_headers(message_id, secrets, int(time.time()), body),
+                    }
+                    async with self._client.stream(
+                        "POST",
+                        pinned.url,
+                        content=body,
+                        headers=headers,
+                        extensions=pinned.extensions,
+                    ) as answer:
+                        location = answer.headers.get("location")
+                        if answer.is_redirect and location:
+                            target = parse_target(str(httpx.URL(target.url).join(location)))
+                            shown = target.shown
+                            continue
+                        kept = b"" if answer.is_success else await _first_bytes(answer)
+                        return _result(answer, kept, shown)
+                return _failed(f"4.4.6 more than {MAX_REDIRECTS} redirects", shown)
         except TargetRefused as exc:
-            return PostResult(Reply(450, f"4.4.0 {exc}"), None, shown, None)
+            return _failed(f"4.4.0 {exc}", shown)
         except InvalidName as exc:
-            return PostResult(Reply(450, f"4.4.6 bad redirect: {exc}"), None, shown, None)
+            return _failed(f"4.4.6 bad redirect: {exc}", shown)
         except Unresolvable as exc:
-            return PostResult(Reply(450, exc.reply.partition(" ")[2]), None, shown, None)
-        except httpx.TimeoutException:
+            return _failed(exc.reply.partition(" ")[2], shown)
+        except (TimeoutError, httpx.TimeoutException):
             waited = time.monotonic() - started
-            return PostResult(
-                Reply(450, f"4.4.2 webhook did not answer within {waited:.3g} s"),
-                None,
-                shown,
-                None,
-            )
+            return _failed(f"4.4.2 webhook did not answer within {waited:.3g} s", shown)
         except httpx.HTTPError as exc:
             detail = str(exc) or type(exc).__name__
-            return PostResult(
-                Reply(450, f"4.4.1 webhook unreachable: {detail}"[:300]), None, shown, None
-            )
+            return _failed(f"4.4.1 webhook unreachable: {detail}"[:300], shown)
 
-    async def _guard(self, host: str, port: int) -> None:
-        """Refuse targets on private, loopback and similar ranges unless allowed."""
-        if self.allow_private:
-            return
-        found = await self.destinations.resolve(Candidate(host, port))
-        refused = [d.address for d in found if not is_public_address(d.address)]
-        if refused:
+    async def _pin(self, target: Target) -> _Pinned:
+        """Resolve the target's host once, check it, and aim the request at it."""
+        found = await self.destinations.resolve(Candidate(target.host, target.port))
+        addresses = [d.address for d in found]
+        refused = [a for a in addresses if not is_public_address(a)]
+        if refused and not self.allow_private:
             raise TargetRefused(
-                f"webhook target {host} resolves to {refused[0]}, a private or loopback "
-                "address the operator has not allowed"
+                f"webhook target {target.host} resolves to {refused[0]}, a private or "
+                "loopback address the operator has not allowed"
             )
+        url = httpx.URL(target.url)
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        if url.port is not None:
+            host += f":{url.port}"
+        extensions: dict[str, Any] = {}
+        if url.scheme == "https":
+            extensions["sni_hostname"] = url.host
+        return _Pinned(str(url.copy_with(host=addresses[0])), {"Host": host}, extensions)
 
 
-def _result(answer: httpx.Response, shown: str) -> PostResult:
+async def _first_bytes(answer: httpx.Response) -> bytes:
+    kept = b""
+    async for chunk in answer.aiter_bytes():
+        kept += chunk
+        if len(kept) >= RESPONSE_KEPT:
+            break
+    return kept[:RESPONSE_KEPT]
+
+
+def _failed(text: str, target: str) -> WebhookAnswer:
+    return WebhookAnswer(450, text, None, target, None)
+
+
+def _result(answer: httpx.Response, kept: bytes, shown: str) -> WebhookAnswer:
     status = answer.status_code
     if 200 <= status < 300:
-        return PostResult(Reply(250, f"2.0.0 HTTP {status}"), status, shown, None)
+        return WebhookAnswer(250, f"2.0.0 HTTP {status}", status, shown, None)
     # No NUL: PostgreSQL's text columns refuse it.
-    body = answer.content[:RESPONSE_KEPT].decode("utf-8", "replace").replace("\x00", "\ufffd")
+    body = kept.decode("utf-8", "replace").replace("\x00", "\ufffd")
     text = ""
     if answer.headers.get("content-type", "").lower().startswith("text/plain"):
-        printable = "".join(ch if ch.isprintable() else " " for ch in body)
+        # Printable ASCII only: the SMTP reply may go to a client without SMTPUTF8.
+        printable = "".join(ch if " " <= ch <= "~" else " " for ch in body)
         text = " ".join(printable.split())[:REPLY_TEXT]
     said = f"HTTP {status}" + (f": {text}" if text else "")
     if 400 <= status < 500:
-        return PostResult(Reply(554, f"5.7.1 {said}"), status, shown, body)
-    return PostResult(Reply(450, f"4.3.0 {said}"), status, shown, body)
+        return WebhookAnswer(554, f"5.7.1 {said}", status, shown, body)
+    return WebhookAnswer(450, f"4.3.0 {said}", status, shown, body)

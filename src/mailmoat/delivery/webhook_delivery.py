@@ -6,6 +6,7 @@ delivery worker for queued mail and redeliveries.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from mailmoat.db.queue_repo import Job
 from mailmoat.db.tables import Message, MessageRecipient
 from mailmoat.db.webhook_repo import AddressRow
 from mailmoat.delivery.relay import Reply
-from mailmoat.delivery.webhook_client import PostResult, WebhookClient
+from mailmoat.delivery.webhook_client import WebhookClient
 from mailmoat.delivery.webhook_formats import WebhookEnvelope, build_post
 from mailmoat.domain.webhooks import WebhookAnswer, WebhookRoute, fired_rules
 
@@ -60,8 +61,11 @@ class WebhookDelivery:
         self.db = database
         self.client = client
 
-    async def post(self, address: AddressRow, raw: bytes, envelope: WebhookEnvelope) -> PostResult:
-        body = build_post(address.target_format, raw, envelope)
+    async def post(
+        self, address: AddressRow, raw: bytes, envelope: WebhookEnvelope
+    ) -> WebhookAnswer:
+        # Parsing a large message takes a while: not on the event loop.
+        body = await asyncio.to_thread(build_post, address.target_format, raw, envelope)
         return await self.client.post(
             address.target,
             body.content,
@@ -73,13 +77,10 @@ class WebhookDelivery:
     async def post_now(
         self, route: WebhookRoute, raw: bytes, envelope: WebhookEnvelope
     ) -> WebhookAnswer:
-        """The SMTP front end's view of one POST (sync mode)."""
-        result = await self.post(route, raw, envelope)
-        return WebhookAnswer(
-            result.reply.code, result.reply.text, result.status, result.target, result.response
-        )
+        """The SMTP front end's POST (sync mode)."""
+        return await self.post(route, raw, envelope)
 
-    async def post_job(self, job: Job, raw: bytes) -> PostResult | None:
+    async def post_job(self, job: Job, raw: bytes) -> WebhookAnswer | None:
         """POST a queued message; None when its address was deleted meanwhile."""
         async with self.db.read() as session:
             address = (
@@ -122,13 +123,4 @@ class WebhookDelivery:
     async def signing_secrets(self, customer_id: str) -> list[str]:
         """Read for every post (one indexed query), so that a rotation applies at once
         in every process."""
-        async with self.db.read() as session:
-            rows = await webhook_repo.secret_rows(session, customer_id)
-        if not rows:
-            async with self.db.write() as session:
-                rows = await webhook_repo.secret_rows(session, customer_id)
-                if not rows:
-                    webhook_repo.add_secret(session, customer_id)
-                    await session.flush()
-                    rows = await webhook_repo.secret_rows(session, customer_id)
-        return webhook_repo.signing_keys(rows)
+        return webhook_repo.signing_keys(await webhook_repo.current_secrets(self.db, customer_id))

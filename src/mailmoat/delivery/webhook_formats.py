@@ -209,7 +209,7 @@ def json_normalised(raw: bytes, envelope: WebhookEnvelope) -> dict[str, Any]:
         "envelope": _envelope_json(raw, envelope),
         "plain": parsed.plain,
         "html": parsed.html,
-        "reply_plain": reply_plain(parsed.plain),
+        "reply_plain": _reply_of(parsed.plain),
         "attachments": [attachment.as_json() for attachment in parsed.attachments],
     }
 
@@ -599,7 +599,7 @@ def _multipart_fields(parsed: _Parsed, envelope: dict[str, Any]) -> list[_Field]
         value = getattr(parsed, key)
         if value is not None:
             fields.append(_text_field(key, value))
-    reply = reply_plain(parsed.plain)
+    reply = _reply_of(parsed.plain)
     if reply is not None:
         fields.append(_text_field("reply_plain", reply))
     fields.extend(_flatten("headers", parsed.headers))
@@ -664,3 +664,12 @@ def _boundary(fields: list[_Field]) -> str:
         marker = boundary.encode("ascii")
         if not any(marker in field.value for field in fields):
             return boundary
+
+
+REPLY_SCAN = 64 * 1024  # characters of plain text looked at for the reply
+
+
+def _reply_of(plain: str | None) -> str | None:
+    """The reply text, looked for in the start of the text only: a reply is written
+    on top, and the search must stay quick on megabytes of crafted text."""
+    return None if plain is None else reply_plain(plain[:REPLY_SCAN])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
+import re._parser as sre_parser  # type: ignore[import-not-found]  # no stubs; stable in 3.11+
 import secrets
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from mailmoat.domain.names import DomainName, InvalidName, parse_domain
@@ -86,16 +87,72 @@ def custom_domain_keys(domain_ascii: str) -> tuple[str, ...]:
     return (domain_ascii,)
 
 
+MAX_REPEATS = 3  # quantifiers that may repeat more than once, in one pattern
+
+
 def compile_pattern(pattern: str | None) -> re.Pattern[str] | None:
-    """A custom domain's local-part pattern, checked when it is set."""
+    """A custom domain's local-part pattern, checked when it is set.
+
+    Patterns run at RCPT time on the SMTP event loop, and Python's engine
+    backtracks: shapes that can take exponential time (a repeat inside a repeat,
+    alternatives inside a repeat, back-references) or many repeats are refused, so
+    that a match over a local part (64 characters at most) stays quick.
+    """
     if pattern is None or pattern == "":
         return None
     if len(pattern) > MAX_PATTERN:
         raise InvalidName(f"pattern is longer than {MAX_PATTERN} characters")
     try:
-        return re.compile(pattern, re.IGNORECASE)
+        compiled = re.compile(pattern, re.IGNORECASE)
+        tree = sre_parser.parse(pattern)
     except re.error as exc:
         raise InvalidName(f"pattern is not a valid regular expression: {exc}") from None
+    counted = [0]
+    problem = _slow_shape(list(tree.data), inside_repeat=False, repeats=counted)
+    if problem is None and counted[0] > MAX_REPEATS:
+        problem = f"more than {MAX_REPEATS} repeating parts"
+    if problem is not None:
+        raise InvalidName(
+            f"pattern could take too long to match ({problem}); use character classes "
+            "such as [a-z]+ or list the local parts, as in ^(support|sales)$"
+        )
+    return compiled
+
+
+_REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+
+
+def _slow_shape(items: list[Any], *, inside_repeat: bool, repeats: list[int]) -> str | None:
+    """Why a parsed pattern may backtrack badly, or None."""
+    for op, value in items:
+        name = str(op)
+        if name in _REPEATS:
+            _, high, sub = value
+            many = high > 1
+            if many:
+                if inside_repeat:
+                    return "a repeat inside a repeat"
+                repeats[0] += 1
+            found = _slow_shape(list(sub), inside_repeat=inside_repeat or many, repeats=repeats)
+        elif name == "SUBPATTERN":
+            found = _slow_shape(list(value[-1]), inside_repeat=inside_repeat, repeats=repeats)
+        elif name == "BRANCH":
+            if inside_repeat:
+                return "alternatives inside a repeat"
+            found = None
+            for branch in value[1]:
+                found = found or _slow_shape(
+                    list(branch), inside_repeat=inside_repeat, repeats=repeats
+                )
+        elif name in ("GROUPREF", "GROUPREF_EXISTS"):
+            return "a back-reference"
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            found = _slow_shape(list(value[1]), inside_repeat=inside_repeat, repeats=repeats)
+        else:
+            found = None
+        if found is not None:
+            return found
+    return None
 
 
 def pattern_allows(pattern: str | None, local_part: str) -> bool:
@@ -141,11 +198,12 @@ def parse_target(raw: str) -> Target:
         raise InvalidName("target must be an http or https URL")
     if not parts.hostname:
         raise InvalidName("target must name a host")
+    if port == 0:
+        raise InvalidName("target port must be 1-65535")
     if parts.fragment:
         raise InvalidName("target must not have a #fragment")
-    return Target(
-        url, parts.hostname, port or (443 if parts.scheme == "https" else 80), parts.scheme
-    )
+    default = 443 if parts.scheme == "https" else 80
+    return Target(url, parts.hostname, default if port is None else port, parts.scheme)
 
 
 def is_public_address(address: str) -> bool:
@@ -155,9 +213,27 @@ def is_public_address(address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to: mapped, 6to4, NAT64, compatible."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or ip in _NAT64_LOCAL or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 # Reasons recorded on messages refused in sync mode, by what the webhook answered.

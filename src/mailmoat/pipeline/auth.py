@@ -340,6 +340,13 @@ def organizational_domain(domain: str) -> str:
     return ".".join(labels[-(size + 1) :])
 
 
+def is_public_suffix(domain: str) -> bool:
+    """Whether ``domain`` is itself a public suffix (``com``, ``co.uk``), under which
+    nobody may claim every name."""
+    name = domain.lower().rstrip(".")
+    return bool(_public_suffix_list().get_tld(name, wildcard=True, strict=False) == name)
+
+
 @functools.cache
 def _public_suffix_list() -> PublicSuffixList:
     source = importlib.resources.files("authheaders") / "public_suffix_list.txt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +35,8 @@ class WebhookPolicy:
     address_domain: str = "webhooks.invalid"
     allow_private_targets: bool = False
     size_limit: int = 25 * 1024 * 1024
+    # Injected by the composition root (the public suffix list lives in pipeline/).
+    is_public_suffix: Callable[[str], bool] = lambda name: "." not in name
 
 
 @dataclass(slots=True)
@@ -108,6 +111,7 @@ async def build_services(
             hooks.address_domain,
             allow_private_targets=hooks.allow_private_targets,
             size_limit=hooks.size_limit,
+            is_public_suffix=hooks.is_public_suffix,
         ),
         webhook_statuses=WebhookStatusService(database),
         webhook_secrets=WebhookSecrets(database),

@@ -288,17 +288,13 @@ class MessageService:
         """Hand a quarantined message to delivery; with ``safelist_sender``, first add its
         sender to the domain's safelist, so that their next mail is not filtered."""
         async with self.db.write() as session:
-            message = await self._quarantined(session, caller, message_id, within)
-            detail = ""
-            if safelist_sender:
-                detail = await self._list_sender(session, caller, message, ListAction.SAFELIST)
-            await audit.record(
+            message = await self._act_on_quarantined(
                 session,
-                caller.actor,
+                caller,
+                message_id,
+                within,
+                ListAction.SAFELIST if safelist_sender else None,
                 "safelisted sender and released" if safelist_sender else "released",
-                domain_id=message.domain_id,
-                message_id=message.id,
-                detail=detail,
             )
             return await self._queue(session, message)
 
@@ -337,6 +333,10 @@ class MessageService:
             return await self._queue(session, message)
 
     async def _queue(self, session: AsyncSession, message: Message) -> MessageView:
+        if message.domain_id is None and message.address_id is None and not message.related_id:
+            raise Conflict(
+                f"message {message.id} has nowhere to go: its domain or webhook address was deleted"
+            )
         now = datetime.now(UTC)
         message.state = MessageState.QUEUED
         message.state_changed_at = now
@@ -362,17 +362,13 @@ class MessageService:
         """Delete a quarantined message's content; its log record stays, marked deleted.
         With ``block_sender``, first add its sender to the domain's blocklist."""
         async with self.db.write() as session:
-            message = await self._quarantined(session, caller, message_id, within)
-            detail = ""
-            if block_sender:
-                detail = await self._list_sender(session, caller, message, ListAction.BLOCKLIST)
-            await audit.record(
+            message = await self._act_on_quarantined(
                 session,
-                caller.actor,
+                caller,
+                message_id,
+                within,
+                ListAction.BLOCKLIST if block_sender else None,
                 "blocked sender and deleted" if block_sender else "deleted",
-                domain_id=message.domain_id,
-                message_id=message.id,
-                detail=detail,
             )
             key = self._mark_deleted(message)
         if key is not None:
@@ -446,6 +442,30 @@ class MessageService:
                 select(Message.state, func.count()).group_by(Message.state)
             )
             return {state: int(count) for state, count in rows}
+
+    async def _act_on_quarantined(
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        message_id: str,
+        within: str | None,
+        list_sender: ListAction | None,
+        action: str,
+    ) -> Message:
+        """Load a quarantined message, list its sender first if asked, and audit."""
+        message = await self._quarantined(session, caller, message_id, within)
+        detail = ""
+        if list_sender is not None:
+            detail = await self._list_sender(session, caller, message, list_sender)
+        await audit.record(
+            session,
+            caller.actor,
+            action,
+            domain_id=message.domain_id,
+            message_id=message.id,
+            detail=detail,
+        )
+        return message
 
     async def _quarantined(
         self, session: AsyncSession, caller: Caller, message_id: str, within: str | None

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +42,7 @@ KEY_BITS = 2048
 PUBLIC_EXPONENT = 65537
 MAX_NAME_LENGTH = 253
 MAX_SELECTOR_LENGTH = 63  # the column's size
+MAX_SENDING_DOMAINS = 1000  # per account: each costs an RSA key generation
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _SELECTOR = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
@@ -213,6 +214,13 @@ class SendingDomainService:
         async with self.db.read() as session:
             if await _taken(session, caller, name.ascii):
                 raise Conflict(f"{name.unicode} is already one of your sending domains")
+            held = await session.scalar(
+                select(func.count())
+                .select_from(SendingDomain)
+                .where(SendingDomain.customer_id == caller.customer_id)
+            )
+            if int(held or 0) >= MAX_SENDING_DOMAINS:
+                raise Conflict(f"an account may have at most {MAX_SENDING_DOMAINS} sending domains")
         keys = await asyncio.to_thread(generate_key_pair)
         row = SendingDomain(
             id=new_address_id(),

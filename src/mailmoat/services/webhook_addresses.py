@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +31,8 @@ from mailmoat.services.caller import Caller
 from mailmoat.services.errors import Conflict, InvalidInput, NotFound
 
 MAX_PAGE = 500
+MAX_ADDRESSES = 10_000  # per account
+MAX_CUSTOM_DOMAINS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +76,13 @@ class WebhookAddressService:
         *,
         allow_private_targets: bool = False,
         size_limit: int = DEFAULT_MAX_SIZE,
+        is_public_suffix: Callable[[str], bool] = lambda name: "." not in name,
     ) -> None:
         self.db = database
         self.address_domain = address_domain
         self.allow_private_targets = allow_private_targets
         self.size_limit = size_limit
+        self.is_public_suffix = is_public_suffix
 
     # -- addresses -------------------------------------------------------------------
 
@@ -125,6 +131,7 @@ class WebhookAddressService:
             **values,
         )
         async with self.db.write() as session:
+            await self._check_room(session, caller, WebhookAddress, MAX_ADDRESSES)
             session.add(row)
         return self._view(row)
 
@@ -205,8 +212,11 @@ class WebhookAddressService:
             compile_pattern(pattern)
         except InvalidName as exc:
             raise InvalidInput(str(exc)) from None
-        if name.name.ascii == self.address_domain:
-            raise InvalidInput(f"{name.unicode} is the gateway's own address domain")
+        base = name.name.ascii
+        if base == self.address_domain or base.endswith("." + self.address_domain):
+            raise InvalidInput(f"{name.unicode} is under the gateway's own address domain")
+        if self.is_public_suffix(base):
+            raise InvalidInput(f"{name.name.unicode} is a public suffix: nobody owns all of it")
         row = CustomDomain(
             id=new_address_id(),
             customer_id=caller.customer_id,
@@ -224,6 +234,8 @@ class WebhookAddressService:
                 )
                 if served is not None and not name.wildcard:
                     raise Conflict(f"{name.unicode} is provisioned as a filtered domain")
+                await self._check_no_other_owner(session, caller, base)
+                await self._check_room(session, caller, CustomDomain, MAX_CUSTOM_DOMAINS)
                 taken = await session.scalar(
                     select(CustomDomain.customer_id).where(CustomDomain.name_ascii == name.ascii)
                 )
@@ -233,6 +245,34 @@ class WebhookAddressService:
         except IntegrityError:
             raise Conflict(f"{name.unicode} is already a custom domain") from None
         return _domain_view(row)
+
+    async def _check_no_other_owner(self, session: AsyncSession, caller: Caller, base: str) -> None:
+        """Refuse names at or under a domain another customer holds here: provisioned
+        (or as an alias) or routed to their webhooks."""
+        labels = base.split(".")
+        parents = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+        for parent in parents:
+            owner = await domain_by_name(session, parent) or await alias_owner(session, parent)
+            if owner is not None and owner.customer_id != caller.customer_id:
+                raise Conflict(f"{parent} belongs to another customer")
+        others = await session.scalar(
+            select(CustomDomain.name_ascii).where(
+                CustomDomain.name_ascii.in_(parents + [f"*.{p}" for p in parents]),
+                CustomDomain.customer_id != caller.customer_id,
+            )
+        )
+        if others is not None:
+            raise Conflict(f"{others} is another customer's custom domain")
+
+    @staticmethod
+    async def _check_room(
+        session: AsyncSession, caller: Caller, table: type[Any], limit: int
+    ) -> None:
+        count = await session.scalar(
+            select(func.count()).select_from(table).where(table.customer_id == caller.customer_id)
+        )
+        if int(count or 0) >= limit:
+            raise Conflict(f"an account may have at most {limit} of these; delete some first")
 
     async def remove_domain(self, caller: Caller, domain_id: str) -> None:
         async with self.db.write() as session:

@@ -31,17 +31,7 @@ class WebhookSecrets:
         self.db = database
 
     async def show(self, caller: Caller) -> SecretView:
-        async with self.db.read() as session:
-            rows = await webhook_repo.secret_rows(session, caller.customer_id)
-        if rows:
-            return _view(rows)
-        async with self.db.write() as session:
-            rows = await webhook_repo.secret_rows(session, caller.customer_id)
-            if not rows:
-                webhook_repo.add_secret(session, caller.customer_id)
-                await session.flush()
-                rows = await webhook_repo.secret_rows(session, caller.customer_id)
-            return _view(rows)
+        return _view(await webhook_repo.current_secrets(self.db, caller.customer_id))
 
     async def rotate(self, caller: Caller) -> SecretView:
         async with self.db.write() as session:

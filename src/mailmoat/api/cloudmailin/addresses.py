@@ -74,7 +74,7 @@ async def list_addresses(
     svc: ServicesDep,
     response: Response,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2_000_000_000)] = 0,
 ) -> list[AddressOut]:
     """The account's addresses, oldest first; the total is in X-Total-Count."""
     views, total = await svc.webhook_addresses.page(caller, limit, offset)

@@ -94,7 +94,7 @@ async def incoming_statuses(
     since: Annotated[datetime | None, Query(description="received at or after")] = None,
     until: Annotated[datetime | None, Query(description="received before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2_000_000_000)] = 0,
 ) -> list[StatusOut]:
     """Mail to the account's webhook addresses, newest first, each with every attempt.
     The total is in X-Total-Count."""
