@@ -18,11 +18,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailmoat.console.rendering import HERE, SECURITY_HEADERS, page
-from mailmoat.domain.downstream import DownstreamAddress
-from mailmoat.domain.lists import ListAction
-from mailmoat.domain.settings import AbusePolicy
-from mailmoat.domain.states import STATES
-from mailmoat.services.console import PAGE_SIZE
+from mailmoat.services.console import (
+    LOG_STATES,
+    MAX_DOWNSTREAM_ROWS,
+    PAGE_SIZE,
+    POLICIES,
+    downstream_rows,
+    list_action,
+)
 from mailmoat.services.console_sessions import DomainAdmin, LinkProblem
 from mailmoat.services.container import Services
 from mailmoat.services.domain_models import SettingsPatch
@@ -33,7 +36,6 @@ log = logging.getLogger(__name__)
 
 COOKIE = "mailmoat_console"
 MOUNT = "/console"
-LOG_STATES = ("delivered", "quarantined", "rejected", "deferred", "failed", "queued", "deleted")
 
 # Fixed notices shown after an action (never text taken from the request).
 NOTICES = {
@@ -214,8 +216,6 @@ def create_console(services: Services) -> FastAPI:
         until: Annotated[str, Query(max_length=40)] = "",
         page_number: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
     ) -> HTMLResponse:
-        if state and state not in LOG_STATES and state not in STATES:
-            raise InvalidInput(f"unknown state {state!r}")
         wanted = MessageFilter(
             state=state or None,
             sender=sender.strip() or None,
@@ -313,8 +313,8 @@ def create_console(services: Services) -> FastAPI:
         done: Annotated[str, Query(max_length=40)] = "",
     ) -> HTMLResponse:
         user = user.strip()
-        safelist = await services.console.entries(admin, ListAction.SAFELIST, user or None)
-        blocklist = await services.console.entries(admin, ListAction.BLOCKLIST, user or None)
+        safelist = await services.console.entries(admin, list_action("safelist"), user or None)
+        blocklist = await services.console.entries(admin, list_action("blocklist"), user or None)
         return page(
             request,
             "lists.html",
@@ -338,10 +338,7 @@ def create_console(services: Services) -> FastAPI:
         user: Annotated[str, Form(max_length=320)] = "",
     ) -> Response:
         _check(request, admin, csrf)
-        try:
-            action = ListAction(list_name)
-        except ValueError:
-            raise InvalidInput("list must be safelist or blocklist") from None
+        action = list_action(list_name)
         if change == "add":
             await services.console.add(admin, action, item, user.strip() or None)
         elif change == "remove":
@@ -363,8 +360,8 @@ def create_console(services: Services) -> FastAPI:
             {
                 "admin": admin,
                 "domain": await services.console.settings(admin),
-                "policies": [p.value for p in AbusePolicy],
-                "rows": range(10),
+                "policies": POLICIES,
+                "rows": range(MAX_DOWNSTREAM_ROWS),
                 "notice": NOTICES.get(done),
             },
         )
@@ -391,7 +388,17 @@ def create_console(services: Services) -> FastAPI:
     async def save_downstreams(request: Request, admin: Admin) -> Response:
         form = await request.form()
         _check(request, admin, str(form.get("csrf", "")))
-        records = _downstream_rows(form)
+
+        def field(name: str, n: int) -> str:
+            value = form.get(f"{name}_{n}", "")
+            return value if isinstance(value, str) else ""
+
+        records = downstream_rows(
+            [
+                (field("target", n), field("port", n), field("priority", n), field("weight", n))
+                for n in range(MAX_DOWNSTREAM_ROWS)
+            ]
+        )
         await services.console.update_settings(admin, downstreams=records)
         return _see_other(f"{MOUNT}/settings?done=saved")
 
@@ -454,24 +461,3 @@ def _paging(number: int, total: int, filters: dict[str, str]) -> dict[str, Any]:
         "previous": link(number - 1) if number > 1 else None,
         "next": link(number + 1) if number < pages else None,
     }
-
-
-def _downstream_rows(form: Any) -> list[DownstreamAddress]:
-    """Rows target_N, port_N, priority_N, weight_N; a row with no target is left out."""
-    records = []
-    for n in range(10):
-        target = str(form.get(f"target_{n}", "")).strip()
-        if not target:
-            continue
-        try:
-            records.append(
-                DownstreamAddress(
-                    priority=int(str(form.get(f"priority_{n}", "10")) or 10),
-                    weight=int(str(form.get(f"weight_{n}", "10")) or 10),
-                    port=int(str(form.get(f"port_{n}", "25")) or 25),
-                    target=target,
-                )
-            )
-        except ValueError:
-            raise InvalidInput(f"row {n + 1}: priority, weight and port must be numbers") from None
-    return records

@@ -21,6 +21,7 @@ from mailmoat.db.tables import Recipient
 from mailmoat.domain.downstream import DownstreamAddress
 from mailmoat.domain.lists import ListAction
 from mailmoat.domain.names import InvalidName, parse_email
+from mailmoat.domain.settings import AbusePolicy
 from mailmoat.services import audit
 from mailmoat.services.console_sessions import DomainAdmin
 from mailmoat.services.domain_models import DomainSections, DomainView, SettingsPatch
@@ -31,6 +32,40 @@ from mailmoat.services.messages import MessageFilter, MessageService, MessageVie
 from mailmoat.services.reports import ReportService, ReportType
 
 PAGE_SIZE = 50
+# The states the log can be filtered by, most useful first.
+LOG_STATES = ("delivered", "quarantined", "rejected", "deferred", "failed", "queued", "deleted")
+POLICIES = tuple(p.value for p in AbusePolicy)
+MAX_DOWNSTREAM_ROWS = 10
+
+
+def list_action(name: str) -> ListAction:
+    try:
+        return ListAction(name)
+    except ValueError:
+        raise InvalidInput("list must be safelist or blocklist") from None
+
+
+def downstream_rows(rows: list[tuple[str, str, str, str]]) -> list[DownstreamAddress]:
+    """(target, port, priority, weight) as typed in a form; rows without a target are
+    left out, empty numbers take the usual defaults (25, 10, 10)."""
+    records = []
+    for n, (target, port, priority, weight) in enumerate(rows, start=1):
+        if not target.strip():
+            continue
+        try:
+            records.append(
+                DownstreamAddress(
+                    priority=int(priority.strip() or 10),
+                    weight=int(weight.strip() or 10),
+                    port=int(port.strip() or 25),
+                    target=target.strip(),
+                )
+            )
+        except ValueError:
+            raise InvalidInput(f"row {n}: priority, weight and port must be numbers") from None
+    return records
+
+
 HEADER_LIMIT = 64 * 1024  # of the header block shown on a message's page
 
 
@@ -61,6 +96,8 @@ class ConsoleService:
     async def log(
         self, admin: DomainAdmin, wanted: MessageFilter, page: int
     ) -> tuple[list[MessageView], int]:
+        if wanted.state and wanted.state not in LOG_STATES:
+            raise InvalidInput(f"unknown state {wanted.state!r}")
         return await self.messages.for_domain(
             admin.caller,
             admin.domain,
