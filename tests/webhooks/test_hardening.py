@@ -3,6 +3,7 @@ would let one customer hurt the others are refused."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -213,3 +214,24 @@ async def test_targets_refused(services: Services, account: Account, target: str
 async def test_a_huge_offset_is_a_clear_error(account: Account, path: str) -> None:
     response = await account.client.get(path, params={"offset": 10**30})
     assert response.status_code == 400, response.text
+
+
+async def test_the_record_exists_before_the_post_in_sync_mode(hooks: Hooks) -> None:
+    """While the webhook still thinks, the message is kept and shows as delayed; once
+    it answers 200, delivered, with the attempt."""
+    gate = asyncio.Event()
+    hooks.listener.answer(Answer(200, gate=gate))
+    address = await hooks.address()
+    sending = asyncio.create_task(hooks.send(simple_message("in flight"), address["email"]))
+    await hooks.listener.wait_for(1)
+    [during] = await hooks.account.statuses()
+    assert during["status_category"] == "delayed" and during["attempts"] == []
+    gate.set()
+    transcript = await sending
+    assert transcript.data_code == 250, transcript
+    [after] = await hooks.account.statuses()
+    assert after["id"] == during["id"]
+    assert after["status_category"] == "successful" and after["status"] == 200
+    assert [a["outcome"] for a in after["attempts"]] == ["delivered"]
+    # Only delivered: no longer counted among the delayed ones.
+    assert await hooks.account.statuses(status_category="delayed") == []

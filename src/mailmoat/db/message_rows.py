@@ -7,10 +7,10 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, update
 
 from mailmoat.db.tables import Delivery, DeliveryAttempt, Message, MessageRecipient
 from mailmoat.domain.states import MessageState
@@ -160,6 +160,34 @@ def insert_sync(conn: Connection, rows: MessageRows) -> None:
         conn.execute(insert(Delivery), rows.deliveries)
     if rows.attempts:
         conn.execute(insert(DeliveryAttempt), rows.attempts)
+
+
+def settle(conn: Connection, message: NewMessage) -> None:
+    """Record what became of a message already inserted: its state, reason and reply,
+    its recipients' status, and its attempts."""
+    conn.execute(
+        update(Message)
+        .where(Message.id == message.id)
+        .values(
+            state=message.state,
+            reason=message.reason,
+            reply=message.reply[:512],
+            state_changed_at=datetime.now(UTC),
+        )
+    )
+    if message.recipient_status is not None:
+        conn.execute(
+            update(MessageRecipient)
+            .where(MessageRecipient.message_id == message.id)
+            .values(
+                delivery_status=message.recipient_status,
+                delivery_reply=_clip(message.recipient_reply, 512),
+            )
+        )
+    if message.attempts:
+        conn.execute(
+            insert(DeliveryAttempt), [{"message_id": message.id, **a} for a in message.attempts]
+        )
 
 
 def insert_merged(conn: Connection, parts: list[MessageRows]) -> list[None]:

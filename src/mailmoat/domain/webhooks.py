@@ -239,6 +239,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 # Reasons recorded on messages refused in sync mode, by what the webhook answered.
 REASON_WEBHOOK_REJECTED = "webhook-rejected"  # 4xx: permanent
 REASON_WEBHOOK_DELAYED = "webhook-delayed"  # 5xx, timeout, unreachable: the sender retries
+REASON_WEBHOOK_POSTING = "webhook-posting"  # recorded before the POST; its answer not yet
 REASON_MAX_SIZE = "max-size"
 
 
@@ -248,7 +249,10 @@ def category_of(state: str, reason: str) -> StatusCategory:
         return StatusCategory.MAX_SIZE
     if state == "delivered":
         return StatusCategory.SUCCESSFUL
-    if state in ("queued", "deferred") or reason == REASON_WEBHOOK_DELAYED:
+    if state in ("queued", "deferred") or reason in (
+        REASON_WEBHOOK_DELAYED,
+        REASON_WEBHOOK_POSTING,
+    ):
         return StatusCategory.DELAYED
     return StatusCategory.REJECTED
 

@@ -30,6 +30,7 @@ from mailmoat.db.message_rows import (
     message_rows,
     new_message_id,
 )
+from mailmoat.db.message_rows import settle as settle_rows
 from mailmoat.db.spool import Spool
 from mailmoat.db.tables import Domain
 from mailmoat.domain.lists import ItemType, ListAction
@@ -278,6 +279,10 @@ class IntakeService:
         await self.commits.run_merged(insert_merged, rows, prepare=writes)
         if handoff is not None:
             handoff.take([m for m in messages if is_queued(m)])
+
+    async def settle(self, message: NewMessage) -> None:
+        """Record the outcome of a message kept before it was posted (sync webhooks)."""
+        await self.commits.run(partial(settle_rows, message=message))
 
 
 class LocalDelivery(Protocol):

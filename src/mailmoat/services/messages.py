@@ -18,7 +18,11 @@ from mailmoat.db.tables import Domain, Message, MessageRecipient
 from mailmoat.domain.lists import ListAction
 from mailmoat.domain.names import InvalidName, parse_email
 from mailmoat.domain.states import STATES, MessageState
-from mailmoat.domain.webhooks import REASON_WEBHOOK_DELAYED, REASON_WEBHOOK_REJECTED
+from mailmoat.domain.webhooks import (
+    REASON_WEBHOOK_DELAYED,
+    REASON_WEBHOOK_POSTING,
+    REASON_WEBHOOK_REJECTED,
+)
 from mailmoat.services import audit
 from mailmoat.services.caller import Actor, Caller
 from mailmoat.services.domains import load_domain
@@ -309,7 +313,8 @@ class MessageService:
             refused_by_webhook = (
                 message.address_id is not None
                 and message.state == MessageState.REJECTED
-                and message.reason in (REASON_WEBHOOK_REJECTED, REASON_WEBHOOK_DELAYED)
+                and message.reason
+                in (REASON_WEBHOOK_REJECTED, REASON_WEBHOOK_DELAYED, REASON_WEBHOOK_POSTING)
             )
             if message.state not in REDELIVERABLE and not refused_by_webhook:
                 raise Conflict(

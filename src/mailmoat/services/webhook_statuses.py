@@ -15,6 +15,7 @@ from mailmoat.domain.states import MessageState
 from mailmoat.domain.webhooks import (
     REASON_MAX_SIZE,
     REASON_WEBHOOK_DELAYED,
+    REASON_WEBHOOK_POSTING,
     StatusCategory,
     category_of,
 )
@@ -73,7 +74,7 @@ def _category_condition(category: str) -> ColumnElement[bool]:
     max_size = Message.reason == REASON_MAX_SIZE
     delayed = or_(
         Message.state.in_([MessageState.QUEUED, MessageState.DEFERRED]),
-        Message.reason == REASON_WEBHOOK_DELAYED,
+        Message.reason.in_([REASON_WEBHOOK_DELAYED, REASON_WEBHOOK_POSTING]),
     )
     if wanted is StatusCategory.MAX_SIZE:
         return max_size

@@ -15,6 +15,7 @@ from typing import Any
 from mailmoat.domain.states import MessageState, RecipientStatus
 from mailmoat.domain.webhooks import (
     REASON_WEBHOOK_DELAYED,
+    REASON_WEBHOOK_POSTING,
     REASON_WEBHOOK_REJECTED,
     WebhookAnswer,
     WebhookEnvelope,
@@ -64,24 +65,40 @@ async def post_during_data(
     record: NewMessage,
     envelope: WebhookEnvelope,
 ) -> str:
-    """POST, record the outcome with its attempt, and return the SMTP reply."""
+    """Keep the message, POST it, record the outcome; return the SMTP reply.
+
+    The record and content are durable before the POST, so that a 250 always has a
+    status behind it. Until the outcome is recorded the status reads "delayed": if
+    mailmoat stopped in between, the sender, who got no reply, tries again.
+    """
     if poster is None or record.data is None:
         return UNAVAILABLE
-    answer = await poster.post_now(route, record.data, envelope)
-    reply = _settle(record, answer)
+    decided_by = record.reason  # what filtering said; restored once the webhook took it
+    record.state = MessageState.REJECTED
+    record.reason = REASON_WEBHOOK_POSTING
+    record.reply = "450 4.3.0 posting to the webhook"
     try:
         await intake.keep([record])
     except Exception:
-        # The webhook has (or refused) the message already: the reply stands.
-        log.exception("could not record message %s posted to a webhook", record.id)
+        log.exception("could not keep message %s before posting it", record.id)
+        return "451 4.3.0 Temporary failure storing the message, try again"
+    answer = await poster.post_now(route, record.data, envelope)
+    reply = _settle(record, answer, decided_by)
+    try:
+        await intake.settle(record)
+    except Exception:
+        # The webhook has (or refused) the message: the reply stands, and the status
+        # stays "delayed" until someone redelivers it.
+        log.exception("could not record what the webhook said about message %s", record.id)
     return reply
 
 
-def _settle(record: NewMessage, answer: WebhookAnswer) -> str:
+def _settle(record: NewMessage, answer: WebhookAnswer, decided_by: str) -> str:
     now = datetime.now(UTC)
     if 200 <= answer.code < 300:
         outcome, reply = "delivered", f"250 2.0.0 Ok: delivered to the webhook as {record.id}"
         record.state = MessageState.DELIVERED
+        record.reason = decided_by
         record.recipient_status = RecipientStatus.DELIVERED
         record.recipient_reply = answer.reply
     elif 500 <= answer.code < 600:
