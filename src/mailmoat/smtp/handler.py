@@ -30,8 +30,9 @@ from mailmoat.services.intake import (
     new_message_id,
     state_for,
 )
+from mailmoat.services.webhook_intake import post_during_data
 from mailmoat.smtp.protocol import TransactionEnvelope, normalize_newlines
-from mailmoat.smtp.webhook_post import envelope_for, post_during_data
+from mailmoat.smtp.webhook_post import envelope_for
 
 log = logging.getLogger(__name__)
 
