@@ -17,9 +17,6 @@ from mailmoat.domain.webhooks import WebhookRoute, custom_domain_keys
 SECRET_GRACE = timedelta(hours=24)  # the previous secret still signs this long
 
 
-AddressRow = WebhookRoute
-
-
 def _route(row: WebhookAddress) -> WebhookRoute:
     return WebhookRoute(
         row.id, row.customer_id, row.target, row.target_format, row.mode, row.max_size
@@ -30,15 +27,15 @@ def _route(row: WebhookAddress) -> WebhookRoute:
 class CustomRoute:
     name_ascii: str
     pattern: str | None
-    address: AddressRow
+    address: WebhookRoute
 
 
-async def address_by_id(session: AsyncSession, address_id: str) -> AddressRow | None:
+async def address_by_id(session: AsyncSession, address_id: str) -> WebhookRoute | None:
     row = await session.get(WebhookAddress, address_id)
     return None if row is None else _route(row)
 
 
-async def address_by_token(session: AsyncSession, token: str) -> AddressRow | None:
+async def address_by_token(session: AsyncSession, token: str) -> WebhookRoute | None:
     row = await session.scalar(select(WebhookAddress).where(WebhookAddress.token == token))
     return None if row is None else _route(row)
 

@@ -16,7 +16,6 @@ from mailmoat.db import webhook_repo
 from mailmoat.db.database import Database
 from mailmoat.db.queue_repo import Job
 from mailmoat.db.tables import Message, MessageRecipient
-from mailmoat.db.webhook_repo import AddressRow
 from mailmoat.delivery.relay import Reply
 from mailmoat.delivery.webhook_client import WebhookClient
 from mailmoat.delivery.webhook_formats import WebhookEnvelope, build_post
@@ -62,7 +61,7 @@ class WebhookDelivery:
         self.client = client
 
     async def post(
-        self, address: AddressRow, raw: bytes, envelope: WebhookEnvelope
+        self, address: WebhookRoute, raw: bytes, envelope: WebhookEnvelope
     ) -> WebhookAnswer:
         # Parsing a large message takes a while: not on the event loop.
         body = await asyncio.to_thread(build_post, address.target_format, raw, envelope)

@@ -76,7 +76,7 @@ class WebhookAddressService:
         *,
         allow_private_targets: bool = False,
         size_limit: int = DEFAULT_MAX_SIZE,
-        is_public_suffix: Callable[[str], bool] = lambda name: "." not in name,
+        is_public_suffix: Callable[[str], bool],
     ) -> None:
         self.db = database
         self.address_domain = address_domain
