@@ -152,14 +152,22 @@ def message_rows(messages: Sequence[NewMessage], lease: Lease | None = None) -> 
     return MessageRows(rows, recipients, deliveries, attempts)
 
 
+# Built once: a statement object caches its compiled form's key, and building one
+# costs more than running it for a few rows.
+_INSERT_MESSAGES = insert(Message)
+_INSERT_RECIPIENTS = insert(MessageRecipient)
+_INSERT_DELIVERIES = insert(Delivery)
+INSERT_ATTEMPTS = insert(DeliveryAttempt)
+
+
 def insert_sync(conn: Connection, rows: MessageRows) -> None:
-    conn.execute(insert(Message), rows.messages)
+    conn.execute(_INSERT_MESSAGES, rows.messages)
     if rows.recipients:
-        conn.execute(insert(MessageRecipient), rows.recipients)
+        conn.execute(_INSERT_RECIPIENTS, rows.recipients)
     if rows.deliveries:
-        conn.execute(insert(Delivery), rows.deliveries)
+        conn.execute(_INSERT_DELIVERIES, rows.deliveries)
     if rows.attempts:
-        conn.execute(insert(DeliveryAttempt), rows.attempts)
+        conn.execute(INSERT_ATTEMPTS, rows.attempts)
 
 
 def settle(conn: Connection, message: NewMessage) -> None:

@@ -32,7 +32,13 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.database import Database
-from mailmoat.db.message_rows import NewMessage, insert_sync, message_rows, queue_row
+from mailmoat.db.message_rows import (
+    INSERT_ATTEMPTS,
+    NewMessage,
+    insert_sync,
+    message_rows,
+    queue_row,
+)
 from mailmoat.db.tables import (
     Delivery,
     DeliveryAttempt,
@@ -296,27 +302,57 @@ def _held(conn: Connection, owner: str, keys: Sequence[Key]) -> set[Key]:
     for route, ids in _by_route(keys).items():
         for start in range(0, len(ids), CHUNK):
             rows = conn.execute(
-                select(Delivery.message_id)
-                .where(
-                    Delivery.route == route,
-                    Delivery.message_id.in_(ids[start : start + CHUNK]),
-                    Delivery.lease_owner == owner,
-                )
-                .with_for_update()
+                _HELD, {"route": route, "ids": ids[start : start + CHUNK], "owner": owner}
             )
             held.update((m, route) for m in rows.scalars())
     return held
+
+
+# The statements of recording outcomes, built once (see message_rows).
+_HELD = (
+    select(Delivery.message_id)
+    .where(
+        Delivery.route == bindparam("route"),
+        Delivery.message_id.in_(bindparam("ids", expanding=True)),
+        Delivery.lease_owner == bindparam("owner"),
+    )
+    .with_for_update()
+)
+_DELETE_SETTLED = delete(Delivery).where(
+    Delivery.route == bindparam("route"),
+    Delivery.message_id.in_(bindparam("ids", expanding=True)),
+)
+_DEFER = (
+    update(Delivery)
+    .where(Delivery.message_id == bindparam("m"), Delivery.route == bindparam("r"))
+    .values(
+        state=MessageState.DEFERRED,
+        attempts=bindparam("attempts"),
+        due_at=bindparam("due"),
+        lease_owner=None,
+        last_reply=bindparam("last"),
+    )
+)
+_SETTLE_RECIPIENTS = (
+    update(MessageRecipient)
+    .where(
+        MessageRecipient.message_id == bindparam("m"),
+        MessageRecipient.address == bindparam("a"),
+    )
+    .values(delivery_status=bindparam("status"), delivery_reply=bindparam("reply"))
+)
+_SET_STATES = (
+    update(Message)
+    .where(Message.id == bindparam("m"))
+    .values(state=bindparam("state"), state_changed_at=bindparam("now"))
+)
 
 
 def _settle_rows(conn: Connection, outcomes: Sequence[Outcome]) -> None:
     done = _by_route(o.job.key for o in outcomes if o.retry_at is None)
     for route, ids in done.items():
         for start in range(0, len(ids), CHUNK):
-            conn.execute(
-                delete(Delivery).where(
-                    Delivery.route == route, Delivery.message_id.in_(ids[start : start + CHUNK])
-                )
-            )
+            conn.execute(_DELETE_SETTLED, {"route": route, "ids": ids[start : start + CHUNK]})
     waiting = [
         {
             "m": o.job.message_id,
@@ -329,18 +365,7 @@ def _settle_rows(conn: Connection, outcomes: Sequence[Outcome]) -> None:
         if o.retry_at is not None
     ]
     if waiting:
-        conn.execute(
-            update(Delivery)
-            .where(Delivery.message_id == bindparam("m"), Delivery.route == bindparam("r"))
-            .values(
-                state=MessageState.DEFERRED,
-                attempts=bindparam("attempts"),
-                due_at=bindparam("due"),
-                lease_owner=None,
-                last_reply=bindparam("last"),
-            ),
-            waiting,
-        )
+        conn.execute(_DEFER, waiting)
 
 
 def _record_attempts(conn: Connection, outcomes: Sequence[Outcome]) -> None:
@@ -360,7 +385,7 @@ def _record_attempts(conn: Connection, outcomes: Sequence[Outcome]) -> None:
         for a in o.attempts
     ]
     if rows:
-        conn.execute(insert(DeliveryAttempt), rows)
+        conn.execute(INSERT_ATTEMPTS, rows)
 
 
 def _record_outcomes(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
@@ -370,23 +395,10 @@ def _record_outcomes(conn: Connection, outcomes: Sequence[Outcome], now: datetim
         for address, (status, reply) in o.final.items()
     ]
     if settled:
-        conn.execute(
-            update(MessageRecipient)
-            .where(
-                MessageRecipient.message_id == bindparam("m"),
-                MessageRecipient.address == bindparam("a"),
-            )
-            .values(delivery_status=bindparam("status"), delivery_reply=bindparam("reply")),
-            settled,
-        )
-    states = [{"m": o.job.message_id, "state": o.message_state} for o in outcomes]
+        conn.execute(_SETTLE_RECIPIENTS, settled)
+    states = [{"m": o.job.message_id, "state": o.message_state, "now": now} for o in outcomes]
     if states:
-        conn.execute(
-            update(Message)
-            .where(Message.id == bindparam("m"))
-            .values(state=bindparam("state"), state_changed_at=now),
-            states,
-        )
+        conn.execute(_SET_STATES, states)
     dsns = [o.dsn for o in outcomes if o.dsn is not None]
     if dsns:
         insert_sync(conn, message_rows(dsns))

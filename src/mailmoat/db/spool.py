@@ -1,8 +1,12 @@
 """The spool: message bytes on disk, written durably before mailmoat says 250.
 
-A message is written to a temporary file, fsynced and renamed into place; the
-directory holding it is fsynced before the message's record is committed, so
-that after a crash a committed record always finds its complete bytes.
+A message is written under its final name and fsynced, and the directory holding
+it is fsynced before the message's record is committed: after a crash a committed
+record always finds its complete bytes. A crash before the commit can leave a
+file, perhaps partial, that no record refers to; nothing reads it, and the spool
+sweeper removes it. (Writing to a temporary name and renaming would cost a rename
+per message, one of the dearest steps of accepting mail, and protect nothing: no
+reader looks at a file before its record exists.)
 
 Keys are message ids, which start with the time of arrival: files are grouped in
 one directory per ~70 minutes (the first 6 hex digits), so the messages of one
@@ -45,9 +49,8 @@ class Spool:
     def _write_file(self, key: str, data: bytes) -> Path:
         final = self.path(key)
         self._ensure_dir(final.parent)
-        temporary = final.with_suffix(".tmp")
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 view = memoryview(data)
                 while view:
@@ -56,7 +59,6 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(temporary, final)
         except OSError as exc:
             raise SpoolError(f"cannot store message {key}: {exc}") from exc
         return final.parent
@@ -115,5 +117,6 @@ def directory_end(name: str) -> float | None:
 
 
 def files_in(directory: Path) -> list[Path]:
-    """The message files and leftover temporary files of one spool directory."""
+    """The message files of one spool directory, and temporary files left by earlier
+    versions of mailmoat, which wrote each message under a temporary name first."""
     return sorted(p for p in directory.iterdir() if p.suffix in (".eml", ".tmp"))
