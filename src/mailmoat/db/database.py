@@ -65,18 +65,13 @@ LOCK_RETRY_SECONDS = 0.0005
 LOCK_WAIT_LIMIT = 10.0
 
 
-def _begin_immediate_retrying(conn: Any) -> None:
-    """BEGIN IMMEDIATE, trying again every fraction of a millisecond while another
-    connection (another process of this node) holds the write lock."""
-    deadline = time.monotonic() + LOCK_WAIT_LIMIT
-    while True:
-        try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            return
-        except OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(LOCK_RETRY_SECONDS)
+def _begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_locked(error: OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds the write lock."""
+    return "locked" in str(error)
 
 
 class Database:
@@ -127,10 +122,12 @@ class Database:
         return engine
 
     def sync_write_engine(self) -> Engine:
-        """SQLite only: a synchronous writer for work already running in a thread.
+        """SQLite only: a synchronous writer for the group commit (db/group_commit.py).
 
-        Group commits of many rows (the message log) are cheaper as one sync
-        transaction in one thread than as many round trips through aiosqlite.
+        Group commits of many rows (the message log) are cheaper as a few direct
+        calls to the driver than as many round trips through aiosqlite. Beginning
+        a transaction takes the write lock at once or fails (``is_locked``): the
+        caller waits for it without blocking anything.
         """
         assert self.is_sqlite
         if self._sync_write_engine is None:
@@ -143,7 +140,7 @@ class Database:
             # SQLite's own busy handler sleeps 1, 2, 5, 10… ms between tries: the
             # processes of one node would leave the write lock idle most of the time.
             event.listen(engine, "connect", _sqlite_pragmas(immediate=True, busy_timeout_ms=0))
-            event.listen(engine, "begin", _begin_immediate_retrying)
+            event.listen(engine, "begin", _begin_immediate)
 
             self._sync_write_engine = engine
         return self._sync_write_engine
@@ -182,7 +179,7 @@ class Database:
                 return session
             except OperationalError as exc:
                 await session.close()
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if not is_locked(exc) or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(LOCK_RETRY_SECONDS * 2)
 

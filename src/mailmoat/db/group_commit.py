@@ -5,11 +5,17 @@ outcome is a small write that must be committed before its caller goes on. Done
 one by one they cost one commit (an fsync on SQLite) each; here everything that
 arrives while the previous commit runs goes into the next transaction.
 
-With SQLite the transaction runs on a thread of its own, synchronously: SQLite
-allows one writer at a time (across processes too), and a transaction driven from
-a busy event loop would hold that lock across the loop's other work. On the
-thread the lock is held only while the statements run. With PostgreSQL the same
-functions run in one async session (``run_sync``).
+Spool files are written as soon as they are submitted, side by side on a pool of
+threads, overlapping the previous transaction; a batch waits for its files and
+fsyncs their directories once, before it takes the write lock.
+
+With SQLite the statements run on the event loop, as direct calls to the driver:
+SQLite allows one writer at a time (across the processes of a node too), and
+statements run from a thread would wait for the interpreter lock between calls
+while holding SQLite's write lock (several milliseconds each time the event loop
+is busy). Taking the write lock does not block (see ``_begin_sqlite``), and the
+commit, which waits for the disk, runs on a thread of its own. With PostgreSQL
+the same functions run in one async session (``run_sync``).
 
 A work item is a function of a SQLAlchemy ``Connection``; its return value is
 handed back to its caller once the transaction has committed.
@@ -18,18 +24,19 @@ handed back to its caller once the transaction has committed.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailmoat.db.batch_writer import BatchWriter
-from mailmoat.db.database import Database
+from mailmoat.db.database import LOCK_RETRY_SECONDS, LOCK_WAIT_LIMIT, Database, is_locked
 from mailmoat.db.spool import fsync_directories
 
 T = TypeVar("T")
@@ -62,7 +69,7 @@ class GroupCommit:
     def __post_init__(self) -> None:
         self._writer = BatchWriter(self._flush, max_batch=self.max_batch, item_fault=_item_fault)
         if self.db.is_sqlite:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailmoat-writer")
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailmoat-commit")
         # File writes wait on fsync: they go side by side, so that the file system
         # can commit them together, and overlap the writer's transactions.
         self._files = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="mailmoat-files")
@@ -98,17 +105,44 @@ class GroupCommit:
         return result
 
     async def _flush(self, batch: Sequence[_Work[Any]]) -> None:
+        if any(work.started for work in batch):
+            # Waited for in a thread: one wake-up of the event loop per batch, not
+            # one per file.
+            await asyncio.get_running_loop().run_in_executor(self._thread, _prepare, batch)
         if self._thread is not None:
-            engine = self.db.sync_write_engine()
-            loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._thread, _run_sqlite, engine, batch)
+            results = await self._flush_sqlite(batch)
         else:
-            if any(work.started for work in batch):
-                await asyncio.to_thread(_prepare, batch)
             async with self.db.write() as session:
                 results = await session.run_sync(_run_session, batch)
         for work, result in zip(batch, results, strict=True):
             work.result = result
+
+    async def _flush_sqlite(self, batch: Sequence[_Work[Any]]) -> list[Any]:
+        conn = await self._begin_sqlite()
+        try:
+            results = _apply(conn, batch)
+        except BaseException:
+            conn.close()  # rolls back
+            raise
+        await asyncio.get_running_loop().run_in_executor(self._thread, _commit_and_close, conn)
+        return results
+
+    async def _begin_sqlite(self) -> Connection:
+        """A connection holding SQLite's write lock, waited for without blocking: the
+        lock is tried again every millisecond, instead of SQLite's busy handler
+        sleeping up to 100 ms at a time."""
+        engine = self.db.sync_write_engine()
+        deadline = time.monotonic() + LOCK_WAIT_LIMIT
+        while True:
+            conn = engine.connect()
+            try:
+                conn.begin()
+                return conn
+            except OperationalError as exc:
+                conn.close()
+                if not is_locked(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(LOCK_RETRY_SECONDS * 2)
 
     async def close(self) -> None:
         await self._writer.close()
@@ -128,14 +162,14 @@ def _prepare(batch: Sequence[_Work[Any]]) -> None:
     """Wait for the batch's file writes (raising the first failure), then make their
     directory entries durable, once per directory."""
     writes = [write for work in batch for write in work.started]
-    if writes:
-        fsync_directories({write.result() for write in writes})
+    fsync_directories({write.result() for write in writes})
 
 
-def _run_sqlite(engine: Engine, batch: Sequence[_Work[Any]]) -> list[Any]:
-    _prepare(batch)
-    with engine.begin() as conn:
-        return _apply(conn, batch)
+def _commit_and_close(conn: Connection) -> None:
+    try:
+        conn.commit()
+    finally:
+        conn.close()
 
 
 def _run_session(session: Session, batch: Sequence[_Work[Any]]) -> list[Any]:
