@@ -6,8 +6,8 @@ one by one they cost one commit (an fsync on SQLite) each; here everything that
 arrives while the previous commit runs goes into the next transaction.
 
 Spool files are written as soon as they are submitted, side by side on a pool of
-threads, overlapping the previous transaction; a batch waits for its files and
-fsyncs their directories once, before it takes the write lock.
+threads, overlapping the previous transaction; a batch waits for its files, then
+fsyncs their directories once while its statements run, before its commit.
 
 With SQLite the statements run on the event loop, as direct calls to the driver:
 SQLite allows one writer at a time (across the processes of a node too), and
@@ -105,22 +105,36 @@ class GroupCommit:
         return result
 
     async def _flush(self, batch: Sequence[_Work[Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        synced: asyncio.Future[None] | None = None
         if any(work.started for work in batch):
-            # Waited for in a thread: one wake-up of the event loop per batch, not
-            # one per file.
-            await asyncio.get_running_loop().run_in_executor(self._thread, _prepare, batch)
-        if self._thread is not None:
-            results = await self._flush_sqlite(batch)
-        else:
-            async with self.db.write() as session:
-                results = await session.run_sync(_run_session, batch)
+            # The files are waited for in a thread (one wake-up of the event loop per
+            # batch, not one per file); their directories are fsynced while the
+            # statements run, and the commit waits for that.
+            directories = await loop.run_in_executor(self._thread, _written, batch)
+            synced = loop.run_in_executor(self._files, fsync_directories, directories)
+        try:
+            if self._thread is not None:
+                results = await self._flush_sqlite(batch, synced)
+            else:
+                async with self.db.write() as session:
+                    results = await session.run_sync(_run_session, batch)
+                    if synced is not None:
+                        await synced
+        finally:
+            if synced is not None and not synced.done():
+                await asyncio.gather(synced, return_exceptions=True)
         for work, result in zip(batch, results, strict=True):
             work.result = result
 
-    async def _flush_sqlite(self, batch: Sequence[_Work[Any]]) -> list[Any]:
+    async def _flush_sqlite(
+        self, batch: Sequence[_Work[Any]], synced: asyncio.Future[None] | None
+    ) -> list[Any]:
         conn = await self._begin_sqlite()
         try:
             results = _apply(conn, batch)
+            if synced is not None:
+                await synced
         except BaseException:
             conn.close()  # rolls back
             raise
@@ -158,11 +172,10 @@ def _item_fault(error: Exception) -> bool:
     return True
 
 
-def _prepare(batch: Sequence[_Work[Any]]) -> None:
-    """Wait for the batch's file writes (raising the first failure), then make their
-    directory entries durable, once per directory."""
-    writes = [write for work in batch for write in work.started]
-    fsync_directories({write.result() for write in writes})
+def _written(batch: Sequence[_Work[Any]]) -> set[Path]:
+    """Wait for the batch's file writes (raising the first failure); the directories
+    whose new entries must be made durable."""
+    return {write.result() for work in batch for write in work.started}
 
 
 def _commit_and_close(conn: Connection) -> None:
