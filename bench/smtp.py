@@ -960,6 +960,44 @@ def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def mount_of(path: Path) -> tuple[str, str]:
+    """The file system type and source (device) of the mount holding ``path``."""
+    best = ("", "", "")
+    resolved = str(path.resolve())
+    with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point = fields[4].replace("\\040", " ")
+            rest = fields[fields.index("-") + 1 :]
+            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best[0]):
+                best = (point, rest[0], rest[1])
+    return best[1], best[2]
+
+
+def file_system_warning(workdir: Path) -> str | None:
+    """A warning when the work directory is on ext4 without a journal. There, the
+    kernel avoids reusing an inode freed in the last one to five minutes, and finds
+    one by a linear scan: with many files deleted recently (by Postfix's queue,
+    another run's clean-up, a package install) creating a file costs up to a
+    millisecond of CPU, so both targets' figures depend on what ran before."""
+    try:
+        fs_type, source = mount_of(workdir)
+    except (OSError, ValueError, IndexError):
+        return None
+    if fs_type != "ext4" or not source.startswith("/dev/"):
+        return None
+    device = source.removeprefix("/dev/").replace("/", "!")
+    journals = Path("/proc/fs/jbd2")
+    if journals.is_dir() and any(j.name.startswith(f"{device}-") for j in journals.iterdir()):
+        return None
+    return (
+        f"warning: {workdir.parent} is on ext4 without a journal ({source}): creating files "
+        "there gets slow after many deletions, and the figures depend on what ran in the "
+        "last minutes; set TMPDIR to a journaled file system (see bench/README.md)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="mailmoat-bench-smtp-"))
@@ -968,6 +1006,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"mailmoat SMTP benchmark: {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"data in {workdir}"
     )
+    warning = file_system_warning(workdir)
+    if warning:
+        say(warning)
     say(
         f"load: {args.sessions} sessions from {args.clients} client process(es), "
         f"{args.size}-byte messages, {args.per_connection} per connection, "
