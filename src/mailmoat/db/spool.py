@@ -43,7 +43,7 @@ class Spool:
         return await asyncio.to_thread(self._write_file, key, data)
 
     def write_now(self, key: str, data: bytes) -> Path:
-        """``write_file`` in the calling thread (for a writer thread of its own)."""
+        """``write_file`` in the calling thread (one of the group commit's file writers)."""
         return self._write_file(key, data)
 
     def _write_file(self, key: str, data: bytes) -> Path:
