@@ -1,9 +1,10 @@
-"""The group commit: many callers' writes in one transaction, through real databases.
+"""The group commit: many callers' writes in shared transactions, on real databases.
 
-What a caller must be able to count on: its write is committed when ``run`` returns,
-its spool file is durable before its record is, a failure of its own file write is
-its own (the other callers' records are committed), and on SQLite the wait for the
-write lock, held by another process of the node, never stalls the event loop.
+What a caller must be able to count on: when ``run`` returns its write is
+committed and its spool file complete under its final name; a failure of its own
+file write is its own (the other callers' records are committed); and on SQLite
+the wait for the write lock, held by another process of the node, never stalls
+the event loop.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def commits(database: Database) -> AsyncIterator[GroupCommit]:
         await session.execute(delete(BayesTotals).where(BayesTotals.scope.startswith(SCOPE)))
 
 
-async def test_callers_writes_are_committed_together(
+async def test_every_callers_record_and_file_are_kept(
     commits: GroupCommit, database: Database, tmp_path: Path
 ) -> None:
     spool = Spool(tmp_path / "spool")
