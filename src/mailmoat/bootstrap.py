@@ -41,6 +41,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             public_url=settings.effective_public_url,
             login_link_lifetime=settings.login_link_lifetime,
             spool_dir=settings.spool_dir,
+            inline_content_max=settings.inline_content_max,
             key_cache_seconds=settings.key_cache_seconds,
             learner=bayes_learner(database, settings.spam_threshold),
             console_policy=settings.console_policy,

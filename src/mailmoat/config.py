@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailmoat.db.contents import DEFAULT_INLINE_MAX
 from mailmoat.db.database import sqlite_url_for
 from mailmoat.delivery.relay import TlsMode
 from mailmoat.domain.retry import RetrySchedule
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./var"), description="where the SQLite database and spool live")
     database_url: str | None = Field(None, description="postgresql://… or sqlite:///…")
+    inline_content_max: int = Field(
+        DEFAULT_INLINE_MAX,
+        ge=0,
+        description="messages up to this many bytes are kept in the database, in the "
+        "transaction of their record; larger ones in spool files; 0 = always files",
+    )
     redis_url: str | None = Field(None, description="redis://… for shared rate limits")
     api_listen: str = "127.0.0.1:8080"
     smtp_listen: str = "127.0.0.1:2525"

@@ -38,8 +38,9 @@ async def running_delivery(
         dsn_relay=parse_listen(settings.dsn_relay) if settings.dsn_relay else None,
     )
     webhooks = webhook_delivery(settings, services, resolver)
+    contents = services.intake.contents
     attempt = Attempt(
-        services.intake.spool,
+        contents,
         relay,
         destinations,
         settings.retry_schedule,
@@ -49,14 +50,14 @@ async def running_delivery(
     worker = DeliveryWorker(
         services.db,
         services.commits,
-        services.intake.spool,
+        contents.spool,
         attempt,
         WorkerOptions(
             concurrency=settings.delivery_concurrency,
             lease=timedelta(seconds=settings.delivery_lease),
             poll_interval=settings.delivery_poll_interval,
         ),
-        sweeper=SpoolSweeper(services.db, services.intake.spool),
+        sweeper=SpoolSweeper(services.db, contents.spool),
     )
     await worker.start()
     services.intake.local_delivery = worker

@@ -20,7 +20,14 @@ from sqlalchemy import select, update
 
 from mailmoat.api.ratelimit import RateLimiter
 from mailmoat.app import create_web
-from mailmoat.db.tables import ApiKey, AuditEvent, ConsoleSession, LoginLink, Message
+from mailmoat.db.tables import (
+    ApiKey,
+    AuditEvent,
+    ConsoleSession,
+    LoginLink,
+    Message,
+    MessageContent,
+)
 from mailmoat.services.container import Services
 from tests.api.helpers import provision_names
 from tests.conftest import PUBLIC_URL, Tenant, TenantFactory
@@ -222,10 +229,14 @@ async def set_message(services: Services, message_id: str, **values: Any) -> Non
         await session.execute(update(Message).where(Message.id == message_id).values(**values))
 
 
-async def spool_path_of(services: Services, message_id: str) -> Any:
+async def content_kept(services: Services, message_id: str) -> bool:
+    """Whether a message's bytes are still stored: in the database or in a spool file
+    (intake keeps them under the message's id)."""
     async with services.db.read() as session:
-        key = await session.scalar(select(Message.spool_key).where(Message.id == message_id))
-    return None if key is None else services.messages.spool.path(key)
+        row = await session.scalar(
+            select(MessageContent.message_id).where(MessageContent.message_id == message_id)
+        )
+    return row is not None or services.messages.contents.spool.path(message_id).exists()
 
 
 def now() -> datetime:

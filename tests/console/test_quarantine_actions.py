@@ -15,8 +15,8 @@ from tests.console.conftest import (
     Console,
     ConsoleFactory,
     World,
+    content_kept,
     now,
-    spool_path_of,
 )
 
 CONSOLE_ACTOR = f"by {DOMAIN} admin (console session "
@@ -155,12 +155,11 @@ async def test_safelist_sender(world: World, console: Console) -> None:
 
 async def test_block_sender(services: Services, world: World, console: Console) -> None:
     held = await world.send("Held", spam=True, sender="spammer@sender.test")
-    spooled = await spool_path_of(services, held)
-    assert spooled is not None and spooled.exists()
+    assert await content_kept(services, held)
     await act(console, held, "block")
     assert await world.state(held) == "deleted"
     assert_error(await world.api.get(f"/messages/{held}/raw"), 404)
-    assert not spooled.exists()
+    assert not await content_kept(services, held)
     assert await domain_list(world, "blocklist") == ["spammer@sender.test"]
     assert await domain_list(world, "safelist") == []
     assert "spammer@sender.test" in section(await console.page("/lists"), "Blocklist")
@@ -173,11 +172,11 @@ async def test_block_sender(services: Services, world: World, console: Console) 
 
 async def test_delete(services: Services, world: World, console: Console) -> None:
     held = await world.send("Held", spam=True, sender="someone@sender.test")
-    spooled = await spool_path_of(services, held)
+    assert await content_kept(services, held)
     await act(console, held, "delete")
     assert await world.state(held) == "deleted"
     assert_error(await world.api.get(f"/messages/{held}/raw"), 404)
-    assert spooled is not None and not spooled.exists()
+    assert not await content_kept(services, held)
     assert await domain_list(world, "blocklist") == []  # delete alone lists nobody
     page = await console.page(f"/messages/{held}", done="deleted")
     assert "Message deleted." in page

@@ -18,12 +18,12 @@ from tests.console.conftest import (
     ConsoleFactory,
     World,
     audit_rows,
+    content_kept,
     link_rows,
     login_token,
     now,
     session_rows,
     set_message,
-    spool_path_of,
 )
 
 WEEK = timedelta(days=7)
@@ -37,7 +37,7 @@ async def console(open_console: ConsoleFactory, world: World) -> Console:
 async def assert_expired(services: Services, world: World, message_id: str) -> None:
     assert await world.state(message_id) == "deleted"
     assert_error(await world.api.get(f"/messages/{message_id}/raw"), 404)
-    assert await spool_path_of(services, message_id) is None
+    assert not await content_kept(services, message_id)
     [event] = await audit_rows(services, message_id)
     assert (event.actor, event.action) == (RETENTION_ACTOR, "deleted")
     assert event.detail == "quarantined longer than 7 days"
@@ -53,22 +53,20 @@ async def test_expiry_deletes_only_quarantined_mail_older_than_the_retention(
     await set_message(services, clean, state_changed_at=now() - timedelta(days=30))
     released = await world.send("Released", spam=True)
     assert (await console.post(f"/messages/{released}/release")).status_code == 303
-    files = {m: await spool_path_of(services, m) for m in (fresh, older, clean, released)}
-    assert all(f is not None and f.exists() for f in files.values())
+    for message in (fresh, older, clean, released):
+        assert await content_kept(services, message)
 
     # Six days on, only the message quarantined two days earlier is past its week.
     assert await services.messages.expire_quarantine(now=now() + timedelta(days=6)) == 1
     await assert_expired(services, world, older)
-    assert not files[older].exists()
     assert await world.state(fresh) == "quarantined"
 
     # Eight days on, the fresh one goes too; the others were never quarantined long.
     assert await services.messages.expire_quarantine(now=now() + timedelta(days=8)) == 1
     await assert_expired(services, world, fresh)
-    assert not files[fresh].exists()
     for kept in (clean, released):
         assert await world.state(kept) == "queued"
-        assert files[kept].exists()
+        assert await content_kept(services, kept)
     assert await services.messages.expire_quarantine(now=now() + timedelta(days=8)) == 0
 
     # The console shows who deleted it.
@@ -81,7 +79,7 @@ async def test_expiry_deletes_only_quarantined_mail_older_than_the_retention(
 async def test_a_shorter_retention(services: Services, world: World) -> None:
     held = await world.send("Held", spam=True)
     await set_message(services, held, state_changed_at=now() - timedelta(days=1, minutes=1))
-    daily = MessageService(services.db, services.messages.spool, timedelta(days=1))
+    daily = MessageService(services.db, services.messages.contents, timedelta(days=1))
     assert await services.messages.expire_quarantine() == 0
     assert await daily.expire_quarantine() == 1
     assert await world.state(held) == "deleted"

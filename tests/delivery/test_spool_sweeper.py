@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from mailmoat.db.spool import directory_end
 from mailmoat.delivery.spool_sweeper import SpoolSweeper
 from mailmoat.services.container import Services
@@ -11,9 +13,12 @@ from tests.delivery.conftest import Mailroom
 from tests.smtp.conftest import message
 
 
-async def test_orphans_go_and_kept_messages_stay(mailroom: Mailroom, services: Services) -> None:
+async def test_orphans_go_and_kept_messages_stay(
+    mailroom: Mailroom, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services.intake.contents, "inline_max", 0)  # every message in a file
     kept_id = await mailroom.send(message())  # no downstream: it stays queued/deferred
-    spool = services.intake.spool
+    spool = services.intake.contents.spool
     kept = spool.path(kept_id)
     assert kept.exists()
     # What a crash between the spool write and the commit leaves behind:

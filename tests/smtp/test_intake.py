@@ -8,6 +8,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from mailmoat.db.contents import MessageStore
 from mailmoat.db.spool import Spool
 from mailmoat.pipeline.engine import Pipeline
 from mailmoat.scanners.base import ScanInput, ScanResult
@@ -368,11 +369,14 @@ async def test_starttls_with_a_configured_certificate(
 async def test_storage_failure_is_a_temporary_failure_and_keeps_nothing(
     services: Services, tenant: Tenant, tmp_path: Path
 ) -> None:
-    """A spool that cannot be written (here: its directory is a file) means 451, not 250."""
+    """A spool that cannot be written (here: its directory is a file) means 451, not 250.
+
+    Every message goes to a spool file here (``inline_max=0``), as large ones do."""
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
     await provision_names(tenant.client, tenant.subscription, DOMAIN)
-    intake = IntakeService(services.db, Spool(blocked / "spool"), services.commits)
+    store = MessageStore(services.db, Spool(blocked / "spool"), inline_max=0)
+    intake = IntakeService(services.db, store, services.commits)
     pipeline = Pipeline(hostname=HOSTNAME, scanner=None, authenticator=None)
     server = SmtpServer(intake, pipeline, SmtpOptions(hostname=HOSTNAME, max_message_size=65536))
     await server.start("127.0.0.1", 0)

@@ -5,14 +5,20 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, update
 
-from mailmoat.db.tables import Delivery, DeliveryAttempt, Message, MessageRecipient
+from mailmoat.db.tables import (
+    Delivery,
+    DeliveryAttempt,
+    Message,
+    MessageContent,
+    MessageRecipient,
+)
 from mailmoat.domain.states import MessageState
 
 ROUTE_SMTP = "smtp"  # to the domain's downstream addresses
@@ -74,6 +80,7 @@ class MessageRows:
     recipients: list[Row]
     deliveries: list[Row]
     attempts: list[Row] = field(default_factory=list)
+    contents: list[Row] = field(default_factory=list)  # bytes kept in the database
 
 
 def _clip(value: str | None, size: int) -> str | None:
@@ -106,8 +113,13 @@ def is_queued(message: NewMessage) -> bool:
     return message.state == MessageState.QUEUED and message.data is not None
 
 
-def message_rows(messages: Sequence[NewMessage], lease: Lease | None = None) -> MessageRows:
-    """The rows of new records; queued ones also get their place in the queue."""
+def message_rows(
+    messages: Sequence[NewMessage],
+    lease: Lease | None = None,
+    inline: Callable[[bytes], bool] = lambda _: False,
+) -> MessageRows:
+    """The rows of new records; queued ones also get their place in the queue, and
+    those whose bytes ``inline`` says to keep in the database get a content row."""
     rows = [
         {
             "id": m.id,
@@ -149,7 +161,12 @@ def message_rows(messages: Sequence[NewMessage], lease: Lease | None = None) -> 
     ]
     deliveries = [queue_row(m.id, m.route, m.received_at, lease) for m in messages if is_queued(m)]
     attempts = [{"message_id": m.id, **a} for m in messages for a in m.attempts]
-    return MessageRows(rows, recipients, deliveries, attempts)
+    contents = [
+        {"message_id": m.id, "data": m.data}
+        for m in messages
+        if m.data is not None and inline(m.data)
+    ]
+    return MessageRows(rows, recipients, deliveries, attempts, contents)
 
 
 # Built once: a statement object caches its compiled form's key, and building one
@@ -158,6 +175,7 @@ _INSERT_MESSAGES = insert(Message)
 _INSERT_RECIPIENTS = insert(MessageRecipient)
 _INSERT_DELIVERIES = insert(Delivery)
 INSERT_ATTEMPTS = insert(DeliveryAttempt)
+_INSERT_CONTENTS = insert(MessageContent)
 
 
 def insert_sync(conn: Connection, rows: MessageRows) -> None:
@@ -168,6 +186,8 @@ def insert_sync(conn: Connection, rows: MessageRows) -> None:
         conn.execute(_INSERT_DELIVERIES, rows.deliveries)
     if rows.attempts:
         conn.execute(INSERT_ATTEMPTS, rows.attempts)
+    if rows.contents:
+        conn.execute(_INSERT_CONTENTS, rows.contents)
 
 
 def settle(conn: Connection, message: NewMessage) -> None:
@@ -207,6 +227,7 @@ def insert_merged(conn: Connection, parts: list[MessageRows]) -> list[None]:
             [row for part in parts for row in part.recipients],
             [row for part in parts for row in part.deliveries],
             [row for part in parts for row in part.attempts],
+            [row for part in parts for row in part.contents],
         ),
     )
     return [None] * len(parts)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -335,7 +336,8 @@ class Report(Base):
 class Message(Base):
     """What one domain received in one SMTP transaction: the message log record.
 
-    The bytes (with the headers mailmoat added) live in the spool under ``spool_key``.
+    The bytes (with the headers mailmoat added) are found by ``spool_key``: in
+    ``message_contents`` when small enough, otherwise in a spool file.
     """
 
     __tablename__ = "messages"
@@ -376,6 +378,20 @@ class Message(Base):
         Index("ix_messages_state_changed", "state", "state_changed_at"),
         Index("ix_messages_address_received", "address_id", "received_at"),
     )
+
+
+class MessageContent(Base):
+    """The bytes of a message kept in the database rather than in a spool file.
+
+    Written in the same transaction as the message's record (see db/contents.py);
+    a table of its own keeps the message log's rows narrow.
+    """
+
+    __tablename__ = "message_contents"
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class MessageRecipient(Base):

@@ -12,9 +12,10 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from mailmoat import metrics
+from mailmoat.db.contents import MessageStore
 from mailmoat.db.message_rows import ROUTE_DSN, ROUTE_HTTP, NewMessage, new_message_id
 from mailmoat.db.queue_repo import AttemptRecord, Job, Outcome
-from mailmoat.db.spool import Spool, SpoolError
+from mailmoat.db.spool import SpoolError
 from mailmoat.delivery.destinations import Candidate, Destinations, Unresolvable
 from mailmoat.delivery.dsn import FailedRecipient, build_dsn
 from mailmoat.delivery.relay import DestinationUnusable, Envelope, Relay, Reply
@@ -58,14 +59,14 @@ class Attempt:
 
     def __init__(
         self,
-        spool: Spool,
+        contents: MessageStore,
         relay: Relay,
         destinations: Destinations,
         schedule: RetrySchedule,
         dsn: DsnOptions,
         webhooks: WebhookDelivery | None = None,
     ) -> None:
-        self.spool = spool
+        self.contents = contents
         self.relay = relay
         self.destinations = destinations
         self.schedule = schedule
@@ -168,7 +169,7 @@ class Attempt:
         if job.spool_key is None:
             raise Unresolvable("451 4.3.0 the message content is not kept")
         try:
-            return await self.spool.read(job.spool_key)
+            return await self.contents.read(job.spool_key)
         except SpoolError as exc:
             log.error("message %s: %s (is the spool shared by every node?)", job.message_id, exc)
             raise Unresolvable("451 4.3.0 the message content is missing from the spool") from exc
@@ -277,7 +278,7 @@ class Attempt:
         was built but cannot be kept.
         """
         try:
-            original = await self.spool.read(job.spool_key or "")
+            original = await self.contents.read(job.spool_key or "")
         except (SpoolError, ValueError):
             original = b""
         try:
@@ -321,6 +322,6 @@ class Attempt:
             related_id=job.message_id,
             route=ROUTE_DSN,
         )
-        directory = await self.spool.write_file(dsn.id, data)
-        await self.spool.sync_dirs([directory])
+        spool = self.contents.spool
+        await spool.sync_dirs([await spool.write_file(dsn.id, data)])
         return dsn

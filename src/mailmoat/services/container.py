@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from mailmoat.db.contents import DEFAULT_INLINE_MAX, MessageStore
 from mailmoat.db.database import Database
 from mailmoat.db.group_commit import GroupCommit
 from mailmoat.db.spool import Spool
@@ -73,6 +74,7 @@ async def build_services(
     public_url: str,
     login_link_lifetime: timedelta,
     spool_dir: Path,
+    inline_content_max: int = DEFAULT_INLINE_MAX,
     key_cache_seconds: float = 0.0,
     learner: Learner | None = None,
     console_policy: ConsolePolicy | None = None,
@@ -82,14 +84,14 @@ async def build_services(
 ) -> Services:
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
-    spool = Spool(spool_dir)
+    contents = MessageStore(database, Spool(spool_dir), inline_content_max)
     commits = GroupCommit(database)
     policy = console_policy or ConsolePolicy()
     hooks = webhooks or WebhookPolicy()
     domains = DomainService(database, keys, hooks.address_domain)
     lists = ListService(database)
     reports = ReportService(database, learner)
-    messages = MessageService(database, spool, policy.quarantine_retention)
+    messages = MessageService(database, contents, policy.quarantine_retention)
     return Services(
         db=database,
         customers=CustomerService(database),
@@ -99,7 +101,7 @@ async def build_services(
         users=UserService(database),
         login_links=LoginLinkService(database, hasher, public_url, login_link_lifetime),
         reports=reports,
-        intake=IntakeService(database, spool, commits, webhook_domain=hooks.address_domain),
+        intake=IntakeService(database, contents, commits, webhook_domain=hooks.address_domain),
         messages=messages,
         queue=QueueService(database),
         commits=commits,

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Protocol
 
 from mailmoat.db import webhook_repo
+from mailmoat.db.contents import MessageStore
 from mailmoat.db.database import Database
 from mailmoat.db.domains_repo import DomainRow, alias_owner, domain_by_name
 from mailmoat.db.group_commit import GroupCommit
@@ -31,7 +32,6 @@ from mailmoat.db.message_rows import (
     new_message_id,
 )
 from mailmoat.db.message_rows import settle as settle_rows
-from mailmoat.db.spool import Spool
 from mailmoat.db.tables import Domain
 from mailmoat.domain.lists import ItemType, ListAction
 from mailmoat.domain.names import EmailAddress, InvalidName, parse_email
@@ -140,13 +140,13 @@ class IntakeService:
     def __init__(
         self,
         database: Database,
-        spool: Spool,
+        contents: MessageStore,
         commits: GroupCommit,
         *,
         webhook_domain: str = "",
     ) -> None:
         self.db = database
-        self.spool = spool
+        self.contents = contents
         self.commits = commits
         # The domain of generated webhook addresses (<token>@webhook_domain).
         self.webhook_domain = webhook_domain.lower()
@@ -273,9 +273,15 @@ class IntakeService:
         lease = None
         if handoff is not None:
             lease = Lease(handoff.owner, datetime.now(UTC) + handoff.lease)
-        rows = message_rows(messages, lease)
-        # The writer stores the bytes (fsync) and then commits the records.
-        writes = [partial(self.spool.write_now, m.id, m.data) for m in kept if m.data is not None]
+        store = self.contents
+        rows = message_rows(messages, lease, inline=store.keeps_inline)
+        # Small messages' bytes are rows of the same transaction; the writer stores
+        # larger ones in spool files (fsync) before it commits the records.
+        writes = [
+            partial(store.spool.write_now, m.id, m.data)
+            for m in kept
+            if m.data is not None and not store.keeps_inline(m.data)
+        ]
         await self.commits.run_merged(insert_merged, rows, prepare=writes)
         if handoff is not None:
             handoff.take([m for m in messages if is_queued(m)])

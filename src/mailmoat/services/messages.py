@@ -11,9 +11,10 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db import queue_repo
+from mailmoat.db.contents import MessageStore, forget
 from mailmoat.db.database import Database
 from mailmoat.db.message_rows import ROUTE_DSN, ROUTE_HTTP, ROUTE_SMTP
-from mailmoat.db.spool import Spool, SpoolError
+from mailmoat.db.spool import SpoolError
 from mailmoat.db.tables import Domain, Message, MessageRecipient
 from mailmoat.domain.lists import ListAction
 from mailmoat.domain.names import InvalidName, parse_email
@@ -214,10 +215,10 @@ SWEEP_BATCH = 500
 
 class MessageService:
     def __init__(
-        self, database: Database, spool: Spool, retention: timedelta = timedelta(days=7)
+        self, database: Database, contents: MessageStore, retention: timedelta = timedelta(days=7)
     ) -> None:
         self.db = database
-        self.spool = spool
+        self.contents = contents
         self.retention = retention
 
     async def for_domain(
@@ -277,7 +278,7 @@ class MessageService:
         if message.spool_key is None:
             raise NotFound(f"the content of message {message_id} is not kept")
         try:
-            return await self.spool.read(message.spool_key)
+            return await self.contents.read(message.spool_key)
         except SpoolError:
             raise NotFound(f"the content of message {message_id} is no longer available") from None
 
@@ -375,9 +376,9 @@ class MessageService:
                 ListAction.BLOCKLIST if block_sender else None,
                 "blocked sender and deleted" if block_sender else "deleted",
             )
-            key = self._mark_deleted(message)
-        if key is not None:
-            await self.spool.delete(key)
+            keys = _kept([self._mark_deleted(message)])
+            await forget(session, keys)
+        await self.contents.delete_files(keys)
 
     @staticmethod
     def _mark_deleted(message: Message) -> str | None:
@@ -434,9 +435,9 @@ class MessageService:
                         detail=f"quarantined longer than {_days(self.retention)}",
                     )
                     keys.append(self._mark_deleted(message))
-            for key in keys:
-                if key is not None:
-                    await self.spool.delete(key)
+                kept = _kept(keys)
+                await forget(session, kept)
+            await self.contents.delete_files(kept)
             expired += len(rows)
             if len(rows) < SWEEP_BATCH:
                 return expired
@@ -501,3 +502,7 @@ class MessageService:
 def _days(span: timedelta) -> str:
     days = span.total_seconds() / 86400
     return f"{days:g} day" + ("" if days == 1 else "s")
+
+
+def _kept(keys: list[str | None]) -> list[str]:
+    return [key for key in keys if key is not None]
