@@ -273,6 +273,8 @@ def mailmoat_target(workdir: Path, sink_: Sink, args: argparse.Namespace) -> Ite
         "MAILMOAT_DSN_RELAY": f"{HOST}:{sink_.port}",
         "COLUMNS": "200",  # the banner's key on one line
     }
+    if args.inline_content_max is not None:
+        env["MAILMOAT_INLINE_CONTENT_MAX"] = str(args.inline_content_max)
     processes: dict[str, subprocess.Popen[bytes]] = {}  # by role
 
     def start(role: str) -> subprocess.Popen[bytes]:
@@ -344,7 +346,12 @@ def mailmoat_target(workdir: Path, sink_: Sink, args: argparse.Namespace) -> Ite
                 if split_roles
                 else "mailmoat serve (API, SMTP, delivery)"
             )
-            + ", built-in scanner, auth checks off, SQLite",
+            + ", built-in scanner, auth checks off, SQLite"
+            + (
+                ""
+                if args.inline_content_max is None
+                else f", MAILMOAT_INLINE_CONTENT_MAX={args.inline_content_max}"
+            ),
             cpu_seconds=lambda: sum(tree_cpu_seconds(p.pid) for p in processes.values()),
             cpu_parts=cpu_parts,
             log_tail=log_tail,
@@ -861,6 +868,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=os.cpu_count() or 1,
         help="mailmoat's MAILMOAT_SMTP_PROCESSES (default: one per core, as Postfix runs"
         " one smtpd per session)",
+    )
+    parser.add_argument(
+        "--inline-content-max",
+        type=int,
+        default=None,
+        help="mailmoat's MAILMOAT_INLINE_CONTENT_MAX (default: mailmoat's, 128 KiB); 0 keeps"
+        " every message in a spool file, to compare the two ways of keeping mail",
     )
     parser.add_argument(
         "--drain-timeout",
