@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.database import Database
-from mailmoat.db.spool import Spool, SpoolError
+from mailmoat.db.spool import Spool
 from mailmoat.db.tables import MessageContent
 
 DEFAULT_INLINE_MAX = 128 * 1024
@@ -34,14 +33,14 @@ class MessageStore:
         return 0 < len(data) <= self.inline_max
 
     async def read(self, key: str) -> bytes:
-        """The bytes kept under ``key``; raises SpoolError when there are none."""
-        try:
-            async with self.db.read() as session:
-                data = await session.scalar(
-                    select(MessageContent.data).where(MessageContent.message_id == key)
-                )
-        except (SQLAlchemyError, OSError) as exc:  # no database: as unreadable as no file
-            raise SpoolError(f"cannot read message {key}: {exc}") from exc
+        """The bytes kept under ``key``; raises SpoolError when there are none.
+
+        A database failure is raised as it is: it says nothing about the message
+        (delivery defers it as a local error, the API answers 500, not 404)."""
+        async with self.db.read() as session:
+            data = await session.scalar(
+                select(MessageContent.data).where(MessageContent.message_id == key)
+            )
         if data is not None:
             return bytes(data)
         return await self.spool.read(key)
