@@ -199,6 +199,8 @@ class LoginLink(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The API key that issued the link (None from the command line).
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -283,6 +285,8 @@ class ConsoleSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     domain_id: Mapped[str] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
     login_link_id: Mapped[str] = mapped_column(String(32))
+    # The key that issued the link the session started from.
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     client_ip: Mapped[str] = mapped_column(String(45))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
