@@ -171,7 +171,15 @@ def keys_list(
 
 @keys_app.command("delete")
 def keys_delete(key_id: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """Delete an API key; its domains are no longer associated with any key."""
+    """Delete any API key; its domains are no longer associated with any key, its unused
+    login links are deleted and the console sessions started from its links end."""
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    run(settings, lambda s: s.keys.delete(key_id))
-    err.print(f"deleted API key {key_id}")
+    gone = run(settings, lambda s: s.keys.delete(key_id))
+    released = ", ".join(gone.released) if gone.released else "none"
+    for line in (
+        f"deleted API key {key_id}",
+        f"released domain associations: {released}",
+        f"deleted {gone.links_deleted} unused login link(s), "
+        f"ended {gone.sessions_ended} console session(s)",
+    ):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -332,8 +332,8 @@ async def test_deleting_a_key_frees_its_domains(app: Any, tenant: Tenant) -> Non
             json={"domain": "private.example", "subscriptionHandle": tenant.subscription},
         )
         assert response.status_code == 201, response.text
-    assert_error(await tenant.client.get("/domains/private.example/login-link"), 403)
-    assert (await tenant.client.delete(f"/api-keys/{created['id']}")).status_code == 204
+        assert_error(await tenant.client.get("/domains/private.example/login-link"), 403)
+        assert (await client.delete(f"/api-keys/{created['id']}")).status_code == 204
     response = await tenant.client.get("/domains/private.example/login-link")
     assert response.status_code == 200, response.text
 

@@ -198,7 +198,9 @@ async def test_deleting_a_key_releases_its_domains(
     )
     assert await listed(tenant.client) == (["shared.example"], 1)
 
-    deleted = await tenant.client.delete(f"/api-keys/{key_b.id}")
+    # Key B holds associations: it alone can delete itself.
+    assert_error(await tenant.client.delete(f"/api-keys/{key_b.id}"), 403)
+    deleted = await key_b.client.delete(f"/api-keys/{key_b.id}")
     assert deleted.status_code == 204, deleted.text
     assert await listed(tenant.client) == (
         ["b-only.example", "private.example", "shared.example"],

@@ -110,6 +110,7 @@ class ConsoleSessions:
                 token_hash=self.hasher.hash(secret),
                 domain_id=link.domain_id,
                 login_link_id=link.id,
+                api_key_id=link.api_key_id,  # deleting that key ends the session
                 client_ip=client_ip[:45],
                 created_at=now,
                 last_seen_at=now,

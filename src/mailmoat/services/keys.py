@@ -1,4 +1,10 @@
-"""API keys: creation (the token is shown once), authentication, listing, deletion."""
+"""API keys: creation (the token is shown once), authentication, listing, deletion.
+
+A key that holds domain associations guards those domains from the customer's other
+keys, so only the key itself (or the operator's command line) may delete it.
+Deleting a key also takes back what it issued: its unused login links and the
+console sessions started from its links.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from mailmoat.db.database import Database
 from mailmoat.db.inline_sqlite import InlineUnavailable
-from mailmoat.db.tables import ApiKey, Customer, Domain
+from mailmoat.db.tables import ApiKey, ConsoleSession, Customer, Domain, LoginLink
 from mailmoat.services.caller import Caller
-from mailmoat.services.errors import InvalidInput, NotFound
+from mailmoat.services.errors import Forbidden, InvalidInput, NotFound
 from mailmoat.services.secrets import TokenHasher, new_token
 
 TOKEN_PREFIX = "mm"
@@ -31,6 +37,15 @@ class KeyView:
 class NewKey:
     key: KeyView
     token: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDeletion:
+    """What deleting a key undid."""
+
+    released: list[str]  # the domains that were associated with it (U-labels)
+    links_deleted: int  # its unused login links
+    sessions_ended: int  # console sessions started from its links
 
 
 def _view(row: ApiKey) -> KeyView:
@@ -58,6 +73,8 @@ class KeyService:
         self.hasher = hasher
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Caller]] = {}
+        # Bumped by every deletion: a lookup that began before it caches nothing.
+        self._generation = 0
 
     async def create(self, customer_id: str, description: str = "") -> NewKey:
         description = _clean_description(description)
@@ -83,12 +100,13 @@ class KeyService:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             return cached[1]
+        generation = self._generation
         row = await self._key_row(token_hash)
         if row is None:
             self._cache.pop(token_hash, None)
             return None
         caller = Caller(customer_id=row[1], customer_handle=row[2], key_id=row[0])
-        if self.cache_seconds > 0:
+        if self.cache_seconds > 0 and generation == self._generation:
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
             self._cache[token_hash] = (now + self.cache_seconds, caller)
@@ -112,6 +130,7 @@ class KeyService:
         return (row.id, row.customer_id, row.handle) if row is not None else None
 
     def _forget(self, key_id: str) -> None:
+        self._generation += 1
         for token_hash, (_, caller) in list(self._cache.items()):
             if caller.key_id == key_id:
                 del self._cache[token_hash]
@@ -135,14 +154,43 @@ class KeyService:
             )
             return [_view(r) for r in rows]
 
-    async def delete(self, key_id: str, *, customer_id: str | None = None) -> None:
-        """Delete a key; its domains become open to the customer's other keys."""
+    async def delete(self, key_id: str, *, caller: Caller | None = None) -> KeyDeletion:
+        """Delete a key on behalf of ``caller`` (None: the operator, who may delete any
+        key). Its domains become open to the customer's other keys; a key holding
+        associations may be deleted only by itself or the operator."""
         async with self.db.write() as session:
-            row = await session.get(ApiKey, key_id)
-            if row is None or (customer_id is not None and row.customer_id != customer_id):
+            # Locked first: an association with this key made meanwhile (its foreign
+            # key check) waits for this transaction and is then seen below.
+            row = await session.get(ApiKey, key_id, with_for_update=True)
+            if row is None or (caller is not None and row.customer_id != caller.customer_id):
                 raise NotFound(f"API key {key_id!r} not found")
+            released = list(
+                await session.scalars(
+                    select(Domain.name_unicode)
+                    .where(Domain.api_key_id == key_id)
+                    .order_by(Domain.name_ascii)
+                )
+            )
+            if released and caller is not None and caller.key_id != key_id:
+                raise Forbidden(
+                    f"API key {key_id!r} holds domain associations: "
+                    "only that key itself can delete it"
+                )
             await session.execute(
                 update(Domain).where(Domain.api_key_id == key_id).values(api_key_id=None)
             )
+            # Links before sessions: a sign-in racing with this waits on its link's
+            # row, and the session it started is then seen and ended.
+            links = await session.execute(
+                delete(LoginLink).where(LoginLink.api_key_id == key_id, LoginLink.used_at.is_(None))
+            )
+            sessions = await session.execute(
+                delete(ConsoleSession).where(ConsoleSession.api_key_id == key_id)
+            )
             await session.delete(row)
         self._forget(key_id)
+        return KeyDeletion(
+            released,
+            int(links.rowcount),  # type: ignore[attr-defined]
+            int(sessions.rowcount),  # type: ignore[attr-defined]
+        )

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.database import Database
-from mailmoat.db.tables import LoginLink, new_id, utcnow
+from mailmoat.db.tables import ApiKey, LoginLink, new_id, utcnow
 from mailmoat.services.caller import Caller
 from mailmoat.services.domains import MAX_BATCH, load_domains
 from mailmoat.services.errors import InvalidInput, ServiceError, Unauthorized
@@ -48,6 +49,8 @@ class LoginLinkService:
         results: list[LinkResult] = []
         expires = utcnow() + self.lifetime
         async with self.db.write() as session:
+            if caller.key_id:
+                await _lock_issuer(session, caller.key_id)
             found = await load_domains(session, caller, names, foreign=Unauthorized)
             rows: list[dict[str, object]] = []
             for raw, domain in zip(names, found, strict=True):
@@ -62,6 +65,8 @@ class LoginLinkService:
                         "id": new_id(),
                         "domain_id": domain.id,
                         "token_hash": self.hasher.hash(token),
+                        # Deleting the key deletes the link while it is unused.
+                        "api_key_id": caller.key_id or None,
                         "expires_at": expires,
                     }
                 )
@@ -76,3 +81,14 @@ class LoginLinkService:
             if rows:
                 await session.execute(insert(LoginLink), rows)
         return results
+
+
+async def _lock_issuer(session: AsyncSession, key_id: str) -> None:
+    """Hold the issuing key while its links are written: a deletion of the key (which
+    deletes its links) waits, and a key deleted already (a node may still trust it
+    from its cache) issues nothing."""
+    found = await session.scalar(
+        select(ApiKey.id).where(ApiKey.id == key_id).with_for_update(read=True)
+    )
+    if found is None:
+        raise Unauthorized("invalid API key")

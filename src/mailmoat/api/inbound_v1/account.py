@@ -202,12 +202,15 @@ async def create_key(
 @router.delete(
     "/api-keys/{key_id}",
     status_code=204,
-    responses=documented(401, 404, 503),
+    responses=documented(401, 403, 404, 503),
     tags=EXTENSION,
     summary="Delete an API key; its domains are no longer associated (mailmoat extension)",
+    description="A key that holds domain associations can be deleted only by itself (403"
+    " for any other key). Its unused login links are deleted and the console sessions"
+    " started from its links end.",
 )
 async def delete_key(
     caller: CallerDep, svc: ServicesDep, key_id: Annotated[str, Path(max_length=64)]
 ) -> Response:
-    await svc.keys.delete(key_id, customer_id=caller.customer_id)
+    await svc.keys.delete(key_id, caller=caller)
     return Response(status_code=204)
