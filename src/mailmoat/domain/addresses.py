@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -57,7 +57,7 @@ def is_public_address(address: str) -> bool:
 
 
 def _kind(ip: IP) -> str:
-    if ip.is_unspecified or ip.is_loopback:
+    if ip.is_unspecified or ip.is_loopback:  # 0.0.0.0 and :: connect to this machine
         return "loopback"
     if ip.is_link_local:
         return "link-local"
@@ -98,7 +98,7 @@ class AddressPolicy:
     allow_private: bool = False
     own_names: frozenset[str] = frozenset()
     own_addresses: frozenset[str] = frozenset()
-    smtp_listeners: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+    smtp_listeners: frozenset[tuple[str, int]] = frozenset()
 
     def allowing(self, allow_private: bool) -> AddressPolicy:
         """The same policy with another operator choice about private targets."""
