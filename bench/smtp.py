@@ -271,6 +271,7 @@ def mailmoat_target(workdir: Path, sink_: Sink, args: argparse.Namespace) -> Ite
         # Bounces, if any, go to the sink too (not to the sender domain's MX: no DNS),
         # as Postfix's do; the sink counts them as "not acknowledged".
         "MAILMOAT_DSN_RELAY": f"{HOST}:{sink_.port}",
+        "MAILMOAT_DOWNSTREAM_ALLOW_PRIVATE": "true",  # the sink listens on loopback
         "COLUMNS": "200",  # the banner's key on one line
     }
     if args.inline_content_max is not None:

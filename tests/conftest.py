@@ -7,7 +7,7 @@ the ``services`` fixture run on PostgreSQL too, in a database created for the ru
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from mailmoat.bootstrap import bayes_learner
 from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
 from mailmoat.db.tables import Base
+from mailmoat.domain.addresses import AddressPolicy
 from mailmoat.pipeline.auth import is_public_suffix
 from mailmoat.services.container import Services, WebhookPolicy, build_services
 from tests.daemons import rspamd_url, spamd_port  # noqa: F401  (session fixtures, one daemon each)
@@ -69,6 +70,9 @@ async def database_services(
         spool_dir=tmp_path_factory.mktemp("spool"),
         learner=bayes_learner(database, threshold=5.0),
         webhooks=WebhookPolicy(is_public_suffix=is_public_suffix),
+        # The downstream servers of the tests listen on 127.0.0.1: the operator's
+        # allowance. Webhook targets stay refused unless a test allows them.
+        targets=AddressPolicy(allow_private=True),
     )
     yield services
     await services.close()
@@ -90,6 +94,19 @@ async def services(database: Database, database_services: Services) -> Services:
     """The services over a database emptied for this test."""
     await wipe(database)
     return database_services
+
+
+@pytest.fixture
+def set_targets(services: Services) -> Iterator[Callable[[AddressPolicy], None]]:
+    """``set_targets(policy)``: downstream addresses set through the API and the
+    console pass ``policy`` while the test runs (the operator's settings)."""
+    before = services.domains.targets
+
+    def use(policy: AddressPolicy) -> None:
+        services.domains.targets = policy
+
+    yield use
+    services.domains.targets = before
 
 
 @dataclass

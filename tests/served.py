@@ -73,7 +73,13 @@ def serve(
     worker_only = "worker" in args
     if database_url:
         args += ["--database-url", database_url]
-    environment = {**os.environ, "COLUMNS": "200", **(env or {})}
+    environment = {
+        **os.environ,
+        "COLUMNS": "200",
+        # The tests' downstream servers listen on 127.0.0.1: the operator allows it.
+        "MAILMOAT_DOWNSTREAM_ALLOW_PRIVATE": "true",
+        **(env or {}),
+    }
     log_path = data_dir.parent / f"{data_dir.name}-serve-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=environment)

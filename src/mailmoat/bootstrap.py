@@ -53,6 +53,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ),
             sending=settings.sending_policy,
             resolver=DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout),
+            targets=settings.address_policy,
         )
         try:
             yield services

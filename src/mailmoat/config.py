@@ -6,6 +6,7 @@ import enum
 import socket
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mailmoat.db.contents import DEFAULT_INLINE_MAX
 from mailmoat.db.database import sqlite_url_for
 from mailmoat.delivery.relay import TlsMode
+from mailmoat.domain.addresses import AddressPolicy, parse_ip
 from mailmoat.domain.retry import RetrySchedule
 from mailmoat.services.console_policy import ConsolePolicy
 from mailmoat.services.sending_domains import SendingPolicy
@@ -149,6 +151,11 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         False, description="allow webhook targets on private, loopback and link-local addresses"
     )
+    downstream_allow_private: bool = Field(
+        False,
+        description="allow downstream servers and DSN recipients' mail servers on private, "
+        "loopback and link-local addresses (mailmoat's own SMTP listener stays refused)",
+    )
     dsn: bool = Field(True, description="send a bounce (DSN) to the sender of undeliverable mail")
     dsn_relay: str = Field(
         "", description="HOST:PORT to send DSNs through; empty = the sender domain's MX"
@@ -214,6 +221,38 @@ class Settings(BaseSettings):
                 return_path_prefix=prefix,
                 return_path_target=self.sending_return_path_target.strip() or "sending.invalid",
             )
+
+    @property
+    def address_policy(self) -> AddressPolicy:
+        """The address policy of SMTP targets: downstream servers and DSN recipients' MX."""
+        names: set[str] = set()
+        addresses: set[str] = set()
+        for host in (self.smtp_hostname, urlsplit(self.public_url or "").hostname or ""):
+            host = host.strip().rstrip(".").lower()
+            ip = parse_ip(host)
+            if ip is not None:
+                addresses.add(str(ip))
+            elif host:
+                names.add(host)
+        for listen in (self.smtp_listen, self.api_listen):
+            ip = parse_ip(parse_listen(listen)[0])
+            if ip is not None and not ip.is_unspecified:
+                addresses.add(str(ip))
+        smtp_host, smtp_port = parse_listen(self.smtp_listen)
+        smtp_ip = parse_ip(smtp_host)
+        # A listener given by name: any address of this machine may be it.
+        listener = (str(smtp_ip) if smtp_ip is not None else "::", smtp_port)
+        return AddressPolicy(
+            allow_private=self.downstream_allow_private,
+            own_names=frozenset(names),
+            own_addresses=frozenset(addresses),
+            smtp_listeners=frozenset([listener]),
+        )
+
+    @property
+    def webhook_address_policy(self) -> AddressPolicy:
+        """The same policy for webhook targets, with their own allowance."""
+        return self.address_policy.allowing(self.webhook_allow_private)
 
     @property
     def retry_schedule(self) -> RetrySchedule:

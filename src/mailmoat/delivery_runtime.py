@@ -36,6 +36,7 @@ async def running_delivery(
     destinations = Destinations(
         resolver or DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout),
         dsn_relay=parse_listen(settings.dsn_relay) if settings.dsn_relay else None,
+        policy=settings.address_policy,
     )
     webhooks = webhook_delivery(settings, services, resolver)
     contents = services.intake.contents

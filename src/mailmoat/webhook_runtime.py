@@ -15,11 +15,8 @@ def webhook_delivery(
 ) -> WebhookDelivery:
     """Posting to webhooks, as the SMTP role (sync mode) and workers do it."""
     destinations = Destinations(
-        resolver or DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout)
+        resolver or DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout),
+        policy=settings.webhook_address_policy,
     )
-    client = WebhookClient(
-        destinations,
-        timeout=settings.webhook_timeout,
-        allow_private=settings.webhook_allow_private,
-    )
+    client = WebhookClient(destinations, timeout=settings.webhook_timeout)
     return WebhookDelivery(services.db, client)

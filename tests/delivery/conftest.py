@@ -124,7 +124,14 @@ async def make_mailroom(
         ) -> Mailroom:
             gateway = await make_gateway(**(gateway_options or {}))
             settings = Settings(
-                **(FAST | {"dsn_relay": f"127.0.0.1:{bounces.port}", "dns_servers": "127.0.0.1:9"})
+                **FAST
+                | {
+                    "dsn_relay": f"127.0.0.1:{bounces.port}",
+                    "dns_servers": "127.0.0.1:9",
+                    "smtp_listen": f"127.0.0.1:{gateway.port}",
+                    # The tests' downstream servers listen on 127.0.0.1.
+                    "downstream_allow_private": True,
+                }
                 | overrides
             )
             worker = await stack.enter_async_context(

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailmoat.delivery.destinations import Candidate, Destinations, Unresolvable
+from mailmoat.domain.addresses import AddressPolicy
 from mailmoat.pipeline.dns import DnsResolver
 from tests.dnsserver import LocalDnsServer
 
@@ -27,7 +28,12 @@ def dns() -> Iterator[LocalDnsServer]:
 
 @pytest.fixture
 def destinations(dns: LocalDnsServer) -> Destinations:
-    return Destinations(DnsResolver(dns.servers, timeout=0.5), mx_port=2525)
+    # 192.0.2.0/24 and 2001:db8::/32 are documentation ranges, not public ones.
+    return Destinations(
+        DnsResolver(dns.servers, timeout=0.5),
+        mx_port=2525,
+        policy=AddressPolicy(allow_private=True),
+    )
 
 
 async def test_dsns_go_to_the_mx_hosts_in_preference_order(destinations: Destinations) -> None:

@@ -78,6 +78,9 @@ async def test_a_name_resolving_to_loopback_is_refused_at_post_time(
     transcript = await hooks.send(simple_message(), address["email"])
     assert transcript.data_code == 450, transcript
     assert "private or loopback" in transcript.data_text
+    # The same policy, and the same words, as for downstream mail servers.
+    assert "refused by address policy: 127.0.0.1 is a loopback address" in transcript.data_text
+    assert hooks.listener.hits == []
     assert hooks.listener.hits == []
 
 

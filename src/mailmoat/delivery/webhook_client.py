@@ -1,16 +1,17 @@
-"""POSTing a message to a webhook: redirects, one deadline, the private-address guard.
+"""POSTing a message to a webhook: redirects, one deadline, the address policy.
 
 Each answer becomes a reply in SMTP terms, so that the queue, the retry schedule
 and the SMTP front end treat webhooks like any other destination:
 
 - 2xx: delivered (250);
 - 4xx: refused for good (554), with a text/plain answer carried into the reply;
-- 5xx, no answer within the timeout, no connection, a refused target: try again
-  later (450).
+- 5xx, no answer within the timeout, no connection, a target the address policy
+  refuses: try again later (450).
 
-Names are resolved through mailmoat's own resolver, and the connection goes to the
-address that was checked (the Host header and TLS server name keep the name), so
-a second lookup cannot lead the post somewhere else.
+Names are resolved through mailmoat's own resolver, whose addresses pass the
+address policy of ``destinations`` (every redirect too), and the connection goes
+to the address that was checked (the Host header and TLS server name keep the
+name), so a second lookup cannot lead the post somewhere else.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mailmoat import __version__
 from mailmoat.delivery.destinations import Candidate, Destinations, Unresolvable
 from mailmoat.delivery.webhook_signing import signature_headers
 from mailmoat.domain.names import InvalidName
-from mailmoat.domain.webhooks import Target, WebhookAnswer, is_public_address, parse_target
+from mailmoat.domain.webhooks import Target, WebhookAnswer, parse_target
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,6 @@ MAX_REDIRECTS = 3
 RESPONSE_KEPT = 2048  # bytes of a failing answer kept for the statuses
 REPLY_TEXT = 200  # characters of a text/plain answer carried into the SMTP reply
 UNUSABLE_TARGET = "(unusable target)"
-
-
-class TargetRefused(Exception):
-    """The target resolves to an address the operator does not allow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +51,9 @@ class WebhookClient:
         destinations: Destinations,
         *,
         timeout: float = 30.0,
-        allow_private: bool = False,
     ) -> None:
         self.destinations = destinations
         self.timeout = timeout
-        self.allow_private = allow_private
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
@@ -110,8 +105,6 @@ class WebhookClient:
                         kept = b"" if answer.is_success else await _first_bytes(answer)
                         return _result(answer, kept, shown)
                 return _failed(f"4.4.6 more than {MAX_REDIRECTS} redirects", shown)
-        except TargetRefused as exc:
-            return _failed(f"4.4.0 {exc}", shown)
         except InvalidName as exc:
             return _failed(f"4.4.6 bad redirect: {exc}", shown)
         except Unresolvable as exc:
@@ -127,12 +120,6 @@ class WebhookClient:
         """Resolve the target's host once, check it, and aim the request at it."""
         found = await self.destinations.resolve(Candidate(target.host, target.port))
         addresses = [d.address for d in found]
-        refused = [a for a in addresses if not is_public_address(a)]
-        if refused and not self.allow_private:
-            raise TargetRefused(
-                f"webhook target {target.host} resolves to {refused[0]}, a private or "
-                "loopback address the operator has not allowed"
-            )
         url = httpx.URL(target.url)
         host = f"[{url.host}]" if ":" in url.host else url.host
         if url.port is not None:

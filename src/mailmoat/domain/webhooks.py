@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import ipaddress
 import re
 import re._parser as sre_parser  # type: ignore[import-not-found]  # no stubs; stable in 3.11+
 import secrets
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from mailmoat.domain.addresses import is_public_address as is_public_address  # re-exported
 from mailmoat.domain.names import DomainName, InvalidName, parse_domain
 
 MAX_PATTERN = 500
@@ -204,36 +204,6 @@ def parse_target(raw: str) -> Target:
         raise InvalidName("target must not have a #fragment")
     default = 443 if parts.scheme == "https" else 80
     return Target(url, parts.hostname, default if port is None else port, parts.scheme)
-
-
-def is_public_address(address: str) -> bool:
-    """Whether an IP address is on the public internet (not private, loopback,
-    link-local, shared, reserved, multicast or unspecified)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None:
-            ip = embedded
-    return ip.is_global and not ip.is_multicast
-
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address leads to: mapped, 6to4, NAT64, compatible."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64 or ip in _NAT64_LOCAL or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
 
 
 # Reasons recorded on messages refused in sync mode, by what the webhook answered.

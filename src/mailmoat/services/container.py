@@ -11,6 +11,7 @@ from mailmoat.db.contents import DEFAULT_INLINE_MAX, MessageStore
 from mailmoat.db.database import Database
 from mailmoat.db.group_commit import GroupCommit
 from mailmoat.db.spool import Spool
+from mailmoat.domain.addresses import AddressPolicy
 from mailmoat.services.console import ConsoleService
 from mailmoat.services.console_policy import ConsolePolicy
 from mailmoat.services.console_sessions import ConsoleSessions
@@ -81,14 +82,18 @@ async def build_services(
     webhooks: WebhookPolicy | None = None,
     sending: SendingPolicy | None = None,
     resolver: DnsLookup | None = None,
+    targets: AddressPolicy | None = None,
 ) -> Services:
+    """``targets``: the address policy of downstream servers; webhook targets follow
+    it with their own allowance (``webhooks.allow_private_targets``)."""
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
     contents = MessageStore(database, Spool(spool_dir), inline_content_max)
     commits = GroupCommit(database)
     policy = console_policy or ConsolePolicy()
     hooks = webhooks or WebhookPolicy()
-    domains = DomainService(database, keys, hooks.address_domain)
+    smtp_targets = targets or AddressPolicy()
+    domains = DomainService(database, keys, hooks.address_domain, smtp_targets)
     lists = ListService(database)
     reports = ReportService(database, learner)
     messages = MessageService(database, contents, policy.quarantine_retention)
@@ -111,7 +116,7 @@ async def build_services(
         webhook_addresses=WebhookAddressService(
             database,
             hooks.address_domain,
-            allow_private_targets=hooks.allow_private_targets,
+            targets=smtp_targets.allowing(hooks.allow_private_targets),
             size_limit=hooks.size_limit,
             is_public_suffix=hooks.is_public_suffix,
         ),

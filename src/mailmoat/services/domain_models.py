@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mailmoat.domain.addresses import AddressPolicy
 from mailmoat.domain.downstream import (
     MAX_DOWNSTREAM_ADDRESSES,
     DownstreamAddress,
@@ -85,8 +86,11 @@ class DomainView:
     aliases: list[DomainName] = field(default_factory=list)
 
 
-def parse_sections(sections: DomainSections, *, own_name: DomainName) -> ParsedSections:
-    """Validate everything in the request before anything is written."""
+def parse_sections(
+    sections: DomainSections, *, own_name: DomainName, targets: AddressPolicy
+) -> ParsedSections:
+    """Validate everything in the request before anything is written; downstream
+    targets must pass the address policy ``targets``."""
     try:
         if sections.settings is not None:
             sections.settings.apply(DomainSettings())  # validates the fields
@@ -100,6 +104,10 @@ def parse_sections(sections: DomainSections, *, own_name: DomainName) -> ParsedS
                     f"at most {MAX_DOWNSTREAM_ADDRESSES} downstream addresses are allowed"
                 )
             downstreams = [validate_downstream(d) for d in sections.downstreams]
+            for record in downstreams:
+                refusal = targets.host_refusal(record.target, record.port)
+                if refusal is not None:
+                    raise InvalidName(f"downstream {record.target} is refused: {refusal}")
         aliases = None
         if sections.aliases is not None:
             unique: dict[str, DomainName] = {}

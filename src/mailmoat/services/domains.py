@@ -29,6 +29,7 @@ from mailmoat.db.tables import (
 from mailmoat.db.tables import (
     DownstreamAddress as DownstreamRow,
 )
+from mailmoat.domain.addresses import AddressPolicy
 from mailmoat.domain.downstream import MAX_DOWNSTREAM_ADDRESSES, DownstreamAddress
 from mailmoat.domain.names import DomainName
 from mailmoat.domain.settings import AbusePolicy, DomainSettings
@@ -194,9 +195,17 @@ def _view(domain: AnyDomain, found: repo.Children, handle: str) -> DomainView:
 
 
 class DomainService:
-    def __init__(self, database: Database, keys: KeyService, webhook_domain: str = "") -> None:
+    def __init__(
+        self,
+        database: Database,
+        keys: KeyService,
+        webhook_domain: str = "",
+        targets: AddressPolicy | None = None,
+    ) -> None:
         self.db = database
         self.keys = keys
+        # Downstream servers set through any front end pass this policy.
+        self.targets = targets or AddressPolicy()
         # The domain of generated webhook addresses: never a provisioned domain.
         self.webhook_domain = webhook_domain.lower()
 
@@ -349,7 +358,8 @@ class DomainService:
         for i, item in enumerate(items):
             try:
                 name = parse_domain_input(item.name)
-                parsed[i] = (name, parse_sections(item.sections, own_name=name))
+                sections = parse_sections(item.sections, own_name=name, targets=self.targets)
+                parsed[i] = (name, sections)
             except ServiceError as exc:
                 if single:
                     raise
@@ -510,7 +520,9 @@ class DomainService:
         async with self.db.write() as session:
             domain = await load_domain(session, caller, raw_name)
             parsed = parse_sections(
-                sections, own_name=DomainName(domain.name_ascii, domain.name_unicode)
+                sections,
+                own_name=DomainName(domain.name_ascii, domain.name_unicode),
+                targets=self.targets,
             )
             await self._apply_sections(session, domain, parsed)
             changed = [

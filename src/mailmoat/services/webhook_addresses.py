@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailmoat.db.database import Database
 from mailmoat.db.domains_repo import alias_owner, domain_by_name
 from mailmoat.db.tables import CustomDomain, WebhookAddress, utcnow
+from mailmoat.domain.addresses import AddressPolicy
 from mailmoat.domain.names import InvalidName
 from mailmoat.domain.webhooks import (
     DEFAULT_MAX_SIZE,
     DeliveryMode,
     TargetFormat,
     compile_pattern,
-    is_public_address,
     new_address_id,
     new_address_token,
     parse_custom_domain,
@@ -74,15 +73,23 @@ class WebhookAddressService:
         database: Database,
         address_domain: str,
         *,
-        allow_private_targets: bool = False,
+        targets: AddressPolicy | None = None,
         size_limit: int = DEFAULT_MAX_SIZE,
         is_public_suffix: Callable[[str], bool],
     ) -> None:
         self.db = database
         self.address_domain = address_domain
-        self.allow_private_targets = allow_private_targets
+        self.targets = targets or AddressPolicy()
         self.size_limit = size_limit
         self.is_public_suffix = is_public_suffix
+
+    @property
+    def allow_private_targets(self) -> bool:
+        return self.targets.allow_private
+
+    @allow_private_targets.setter
+    def allow_private_targets(self, allow: bool) -> None:
+        self.targets = self.targets.allowing(allow)
 
     # -- addresses -------------------------------------------------------------------
 
@@ -153,11 +160,10 @@ class WebhookAddressService:
         try:
             if fields.target is not None:
                 target = parse_target(fields.target)
-                if not self.allow_private_targets and _is_private_literal(target.host):
-                    raise InvalidName(
-                        f"target {target.host} is a private or loopback address; "
-                        "the operator has not allowed such targets"
-                    )
+                # A name is checked when it is resolved, at each post.
+                refusal = self.targets.host_refusal(target.host, target.port)
+                if refusal is not None:
+                    raise InvalidName(f"target {target.host} is refused: {refusal}")
                 values["target"] = target.url
         except InvalidName as exc:
             raise InvalidInput(str(exc)) from None
@@ -284,17 +290,6 @@ class WebhookAddressService:
 
 def _domain_view(row: CustomDomain) -> CustomDomainView:
     return CustomDomainView(row.id, row.name_unicode, row.address_id, row.pattern, row.created_at)
-
-
-def _is_private_literal(host: str) -> bool:
-    """A target host written as an IP address that is not public (or localhost)."""
-    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a name: checked when it is resolved, at each delivery
-    return not is_public_address(host)
 
 
 def _check_page(limit: int, offset: int) -> None:
