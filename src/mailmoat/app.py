@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 
@@ -17,7 +18,8 @@ from mailmoat.api.app import INBOUND_PREFIX, create_api
 from mailmoat.api.ratelimit import RateLimiter
 from mailmoat.bootstrap import FirstStart, bootstrap, open_services
 from mailmoat.config import Role, Settings, parse_listen
-from mailmoat.db.database import Database
+from mailmoat.failures import listen_failure, masked_url
+from mailmoat.redact import mask_log_handlers
 from mailmoat.services.container import Services
 from mailmoat.smtp_processes import SmtpChildren, exit_with_parent
 
@@ -38,9 +40,7 @@ def _banner(settings: Settings, first: FirstStart | None, console: Console) -> N
     base = settings.effective_public_url
     serves_api = settings.role in (Role.ALL, Role.API)
     console.print(f"[bold]mailmoat[/bold] role={settings.role.value}")
-    console.print(
-        f"  database : {Database(settings.effective_database_url).url.render_as_string()}"
-    )
+    console.print(f"  database : {masked_url(settings.effective_database_url)}", soft_wrap=True)
     if serves_api:
         console.print(f"  API      : http://{api_host}:{api_port}{INBOUND_PREFIX}/")
         console.print(f"  API docs : {base}{INBOUND_PREFIX}/docs")
@@ -113,11 +113,51 @@ async def _wait_for_signal(*, with_parent: bool = False) -> None:
         watch.cancel()
 
 
+def _bound(service: str, address: str, setting: str, *, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to ``address``; one that cannot be raises ``OperatorError``.
+
+    Listening addresses are bound before the database is opened and anything starts,
+    so that an address in use is told at once, in one line.
+    """
+    host, port = parse_listen(address)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise listen_failure(service, address, setting, exc) from exc
+    return sock
+
+
 async def serve(settings: Settings, console: Console | None = None) -> None:
     console = console or Console()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
+    mask_log_handlers()
+    if settings.role in (Role.ALL, Role.SMTP) and not settings.smtp_child:
+        from mailmoat.smtp_runtime import check_smtp_tls
+
+        check_smtp_tls(settings)
+        # Only a check: running_smtp binds the SMTP address itself, once the database is open.
+        reuse_port = settings.smtp_processes > 1
+        smtp_option = "--smtp-listen (MAILMOAT_SMTP_LISTEN)"
+        _bound("SMTP", settings.smtp_listen, smtp_option, reuse_port=reuse_port).close()
+    api_socket = None
+    if settings.role in (Role.ALL, Role.API) and not settings.smtp_child:
+        api_option = "--api-listen (MAILMOAT_API_LISTEN)"
+        api_socket = _bound("the API", settings.api_listen, api_option)
+    try:
+        await _serve(settings, console, api_socket)
+    finally:
+        if api_socket is not None:
+            api_socket.close()
+
+
+async def _serve(settings: Settings, console: Console, api_socket: socket.socket | None) -> None:
     async with open_services(settings) as services, AsyncExitStack() as stack:
         first = await bootstrap(services)
         # Delivery first, SMTP second: on the way out SMTP stops first, so the last
@@ -142,7 +182,7 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
             await _wait_for_signal(with_parent=True)
             return
         _banner(settings, first, console)
-        if settings.role in (Role.ALL, Role.API):
+        if api_socket is not None:
             host, port = parse_listen(settings.api_listen)
             limiter = RateLimiter(settings.rate_limit, settings.redis_url)
             config = uvicorn.Config(
@@ -153,6 +193,7 @@ async def serve(settings: Settings, console: Console | None = None) -> None:
                 access_log=False,
                 server_header=False,
             )
-            await _ApiServer(config).serve()
+            mask_log_handlers()  # uvicorn.Config has just installed handlers of its own
+            await _ApiServer(config).serve(sockets=[api_socket])
         else:
             await _wait_for_signal()

@@ -13,6 +13,7 @@ from mailmoat.config import Settings
 from mailmoat.db.bayes_store import DatabaseTokenStore
 from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
+from mailmoat.failures import DATABASE_ERRORS, data_dir_failure, database_failure
 from mailmoat.pipeline.auth import is_public_suffix
 from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
 from mailmoat.scanners.builtin import BuiltinScanner
@@ -30,11 +31,24 @@ class FirstStart:
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Open the database, bring the schema up to date and build the services."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.effective_database_url)
+    """Open the database, bring the schema up to date and build the services.
+
+    A data directory or database that cannot be used raises ``OperatorError``.
+    """
     try:
-        await migrate(database)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise data_dir_failure(exc, settings.data_dir) from exc
+    url = settings.effective_database_url
+    try:
+        database = Database(url)
+    except OSError as exc:
+        raise database_failure(exc, url) from exc
+    try:
+        try:
+            await migrate(database)
+        except DATABASE_ERRORS as exc:
+            raise database_failure(exc, url) from exc
         services = await build_services(
             database,
             secret_key=settings.secret_key,

@@ -14,18 +14,35 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mailmoat.cli_common import DatabaseUrl, DataDir, err, make_settings, run
+from mailmoat.cli_common import Commands, DatabaseUrl, DataDir, Debug, err, make_settings, run
 from mailmoat.cli_queue import queue_app
 from mailmoat.config import Role
+from mailmoat.redact import mask_log_handlers
 from mailmoat.services.container import Services
 from mailmoat.services.customers import CustomerView
 
-app = typer.Typer(help="mailmoat, the self-hosted inbound email gateway.", no_args_is_help=True)
-customers_app = typer.Typer(help="Manage customers.", no_args_is_help=True)
-keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+# Typer's own exception display would print local variables: settings, URLs, keys.
+app = typer.Typer(
+    cls=Commands,
+    help="mailmoat, the self-hosted inbound email gateway.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+customers_app = typer.Typer(
+    help="Manage customers.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+keys_app = typer.Typer(
+    help="Manage API keys.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 app.add_typer(customers_app, name="customers")
 app.add_typer(keys_app, name="keys")
 app.add_typer(queue_app, name="queue")
+
+
+@app.callback()
+def main(debug: Debug = False) -> None:
+    """mailmoat, the self-hosted inbound email gateway."""
+    mask_log_handlers()
 
 
 def share_metrics(directory: Path) -> None:

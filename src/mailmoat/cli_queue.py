@@ -15,7 +15,9 @@ from mailmoat.db.queue_repo import DepthRow, Key
 from mailmoat.services.container import Services
 
 queue_app = typer.Typer(
-    help="The delivery queue: depth, retry now, drop.", invoke_without_command=True
+    help="The delivery queue: depth, retry now, drop.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
 )
 
 MessageIds = Annotated[list[str] | None, typer.Argument(help="message ids", show_default=False)]

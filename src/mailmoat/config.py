@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailmoat.db.contents import DEFAULT_INLINE_MAX
-from mailmoat.db.database import sqlite_url_for
+from mailmoat.db.database import normalize_database_url, sqlite_url_for
 from mailmoat.delivery.relay import TlsMode
 from mailmoat.domain.addresses import AddressPolicy, parse_ip
 from mailmoat.domain.retry import RetrySchedule
@@ -181,6 +181,13 @@ class Settings(BaseSettings):
         parse_listen(value)
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value:
+            normalize_database_url(value)  # its error names the URL without its password
+        return value
+
     @field_validator("dsn_relay")
     @classmethod
     def _relay(cls, value: str) -> str:
@@ -192,6 +199,14 @@ class Settings(BaseSettings):
     def _retry_bounds(self) -> Settings:
         if self.delivery_retry_max < self.delivery_retry_first:
             raise ValueError("delivery_retry_max must be at least delivery_retry_first")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.smtp_tls_cert is None) != (self.smtp_tls_key is None):
+            raise ValueError(
+                "set both MAILMOAT_SMTP_TLS_CERT and MAILMOAT_SMTP_TLS_KEY, or neither"
+            )
         return self
 
     @model_validator(mode="after")

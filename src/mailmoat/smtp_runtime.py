@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 
 from mailmoat.config import ScannerFailure, Settings, parse_listen
 from mailmoat.db.bayes_store import DatabaseTokenStore
+from mailmoat.failures import OperatorError, listen_failure, reason
 from mailmoat.pipeline.auth import SenderAuthenticator
 from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
 from mailmoat.pipeline.engine import Pipeline
 from mailmoat.scanners.factory import build_scanner
 from mailmoat.services.container import Services
-from mailmoat.smtp.server import SmtpOptions, SmtpServer
+from mailmoat.smtp.server import SmtpOptions, SmtpServer, tls_context
 from mailmoat.webhook_runtime import webhook_delivery
 
 
@@ -30,11 +31,30 @@ def smtp_options(settings: Settings) -> SmtpOptions:
     )
 
 
+def check_smtp_tls(settings: Settings) -> None:
+    """Load the STARTTLS certificate and key; ``OperatorError`` if they cannot be."""
+    if settings.smtp_tls_cert is None or settings.smtp_tls_key is None:
+        return
+    try:
+        tls_context(settings.smtp_tls_cert, settings.smtp_tls_key)
+    except OSError as exc:  # ssl.SSLError included
+        raise OperatorError(
+            f"cannot load the STARTTLS certificate {settings.smtp_tls_cert} and key "
+            f"{settings.smtp_tls_key}: {reason(exc)}; check MAILMOAT_SMTP_TLS_CERT and "
+            "MAILMOAT_SMTP_TLS_KEY (PEM files mailmoat may read)"
+        ) from exc
+
+
 @asynccontextmanager
 async def running_smtp(
     settings: Settings, services: Services, *, resolver: DnsResolver | None = None
 ) -> AsyncIterator[SmtpServer]:
-    """Serve SMTP on ``settings.smtp_listen`` until the block ends."""
+    """Serve SMTP on ``settings.smtp_listen`` until the block ends.
+
+    Certificates that cannot be loaded and an address that cannot be bound raise
+    ``OperatorError``.
+    """
+    check_smtp_tls(settings)
     scanner = build_scanner(
         settings.scanner.value,
         store=DatabaseTokenStore(services.db),
@@ -59,8 +79,13 @@ async def running_smtp(
     services.intake.webhook_poster = webhooks
     server = SmtpServer(services.intake, pipeline, smtp_options(settings))
     host, port = parse_listen(settings.smtp_listen)
-    await server.start(host, port, reuse_port=settings.smtp_processes > 1 or settings.smtp_child)
     try:
+        try:
+            reuse_port = settings.smtp_processes > 1 or settings.smtp_child
+            await server.start(host, port, reuse_port=reuse_port)
+        except OSError as exc:
+            option = "--smtp-listen (MAILMOAT_SMTP_LISTEN)"
+            raise listen_failure("SMTP", settings.smtp_listen, option, exc) from exc
         yield server
     finally:
         await server.stop()

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,17 +28,28 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from mailmoat.db.inline_sqlite import InlineSqlite
+from mailmoat.redact import mask_secrets
 
 
 def normalize_database_url(url: str) -> URL:
-    """Map plain URLs onto the async drivers mailmoat uses."""
-    parsed = make_url(url)
+    """Map plain URLs onto the async drivers mailmoat uses.
+
+    Raises ``ValueError`` for URLs it cannot use, never with their password.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        # Not echoed: a mistyped URL may hold a password where no mask can find it.
+        raise ValueError(
+            "the database URL does not parse: use postgresql://… or sqlite:///…"
+        ) from None
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite")
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+    shown = mask_secrets(parsed.render_as_string(hide_password=True))
+    raise ValueError(f"unsupported database URL {shown}: use postgresql://… or sqlite:///…")
 
 
 def sqlite_url_for(data_dir: Path) -> str:
@@ -60,6 +71,10 @@ def _sqlite_pragmas(immediate: bool, busy_timeout_ms: int = 10000) -> Any:
 
     return on_connect
 
+
+HIDE_PARAMETERS = True
+"""Statement parameters stay out of error messages and logs: they carry tokens, signing
+secrets, addresses and message contents."""
 
 LOCK_RETRY_SECONDS = 0.0005
 LOCK_WAIT_LIMIT = 10.0
@@ -87,7 +102,12 @@ class Database:
             self.write_engine = self._sqlite_engine(immediate=True, echo=echo)
         else:
             self.engine = create_async_engine(
-                self.url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True
+                self.url,
+                echo=echo,
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                hide_parameters=HIDE_PARAMETERS,
             )
             self.write_engine = self.engine
         self._sync_write_engine: Engine | None = None
@@ -105,6 +125,7 @@ class Database:
             echo=echo,
             pool_size=1 if immediate else 5,
             max_overflow=0 if immediate else 5,
+            hide_parameters=HIDE_PARAMETERS,
             # Readers never write, so there is nothing to roll back when they are
             # returned to the pool; every statement costs a trip to the driver thread.
             pool_reset_on_return="rollback" if immediate else None,
@@ -136,6 +157,7 @@ class Database:
                 pool_size=1,
                 max_overflow=0,
                 connect_args={"check_same_thread": False},
+                hide_parameters=HIDE_PARAMETERS,
             )
             # SQLite's own busy handler sleeps 1, 2, 5, 10… ms between tries: the
             # processes of one node would leave the write lock idle most of the time.
