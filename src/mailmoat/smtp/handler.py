@@ -119,6 +119,11 @@ class GatewayHandler:
             return _reply("RCPT", "451 4.3.0 Temporary failure, try again later")
         if context is None:
             return _reply("RCPT", "550 5.7.1 Relaying denied: recipient domain is not served here")
+        if context.user_email and any(
+            c.user_email == context.user_email for c in envelope.contexts
+        ):
+            # The same mailbox again, perhaps spelt otherwise: it gets the mail once.
+            return _reply("RCPT", "250 2.1.5 Recipient OK")
         if context.webhook is not None:
             declared = _declared_size(envelope.mail_options)
             if declared is not None and declared > context.webhook.max_size:

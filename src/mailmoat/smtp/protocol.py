@@ -115,11 +115,14 @@ class GatewaySMTP(SMTP):
         if not counts_as_error(reply):
             return
         self.errors += 1
-        if self.max_errors and self.errors >= self.max_errors and self.transport is not None:
+        transport = self.transport
+        if self.max_errors and self.errors >= self.max_errors and transport is not None:
+            if transport.is_closing():
+                return
             assert self.session is not None
             log.info("closing the session of %s after %d errors", self.session.peer, self.errors)
             await super().push(TOO_MANY_ERRORS)
-            self.transport.close()
+            transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
         await super().smtp_DATA(arg)
