@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         25 * 1024 * 1024, ge=1024, description="SIZE limit in bytes; larger mail gets 552"
     )
     smtp_max_recipients: int = Field(100, ge=1, le=10000)
+    smtp_max_errors: int = Field(
+        20, ge=1, description="error replies a session may get before it is closed with 421"
+    )
     smtp_max_connections: int = Field(1000, ge=1, description="concurrent SMTP sessions")
     smtp_max_connections_per_ip: int = Field(50, ge=1, description="per client IP")
     smtp_timeout: float = Field(300.0, ge=5, description="seconds a session may stay idle")

@@ -22,6 +22,7 @@ def smtp_options(settings: Settings) -> SmtpOptions:
         hostname=settings.smtp_hostname,
         max_message_size=settings.smtp_max_message_size,
         max_recipients=settings.smtp_max_recipients,
+        max_errors=settings.smtp_max_errors,
         max_connections=settings.smtp_max_connections,
         max_connections_per_ip=settings.smtp_max_connections_per_ip,
         timeout=settings.smtp_timeout,

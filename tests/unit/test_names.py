@@ -118,6 +118,12 @@ def test_parse_email_normalises(raw: str, expected: str) -> None:
     assert str(address) == expected
 
 
+def test_parse_email_keeps_the_local_part_as_written() -> None:
+    address = parse_email("John.Doe@Bücher.EXAMPLE")
+    assert address.ascii == "john.doe@xn--bcher-kva.example"  # who the user is
+    assert address.as_given == "John.Doe@xn--bcher-kva.example"  # where mail goes
+
+
 def test_parse_email_keeps_both_domain_forms() -> None:
     address = parse_email("info@Bücher.example")
     assert address.local == "info"

@@ -15,7 +15,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mailmoat.db.domains_repo import Children, DomainRow, collect_children
-from mailmoat.db.intake_repo import ENTRIES_SQL, RECIPIENT_SQL, RecipientRow, recipient_row
+from mailmoat.db.intake_repo import (
+    ENTRIES_SQL,
+    FILTERED_SQL,
+    LIMIT_SQL,
+    RECIPIENT_SQL,
+    RecipientRow,
+    recipient_row,
+    room_left,
+)
 
 
 class InlineUnavailable(Exception):
@@ -95,6 +103,16 @@ class InlineSqlite:
     def recipient(self, email: str) -> RecipientRow | None:
         rows = self._query(RECIPIENT_SQL, (email,))
         return recipient_row(rows[0] if rows else None)
+
+    def new_user_filtered(self, subscription_id: str, taken: int = 0) -> bool:
+        """Whether a user created now for the subscription would be filtered, with
+        ``taken`` more places of its limit promised already."""
+        rows = self._query(LIMIT_SQL, (subscription_id,))
+        limit = rows[0][0] if rows else None
+        if limit is None:
+            return True
+        filtered = self._query(FILTERED_SQL, (subscription_id, limit))[0][0]
+        return room_left(int(limit), int(filtered) + taken)
 
     def list_entries(
         self, customer_id: str, scopes: tuple[str, str, str]

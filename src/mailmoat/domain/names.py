@@ -82,12 +82,22 @@ def parse_domain(raw: str, *, allow_trailing_dot: bool = False) -> DomainName:
 
 @dataclass(frozen=True, slots=True)
 class EmailAddress:
+    """An address. ``local`` is lower-cased: mailboxes (users, list entries) are
+    matched case-insensitively; ``given_local`` is the local part as written, which
+    a receiving server may treat as case-sensitive (RFC 5321 §2.4)."""
+
     local: str
     domain: DomainName
+    given_local: str = ""
 
     @property
     def ascii(self) -> str:
         return f"{self.local}@{self.domain.ascii}"
+
+    @property
+    def as_given(self) -> str:
+        """The address as written, its domain normalised: what mail is relayed to."""
+        return f"{self.given_local or self.local}@{self.domain.ascii}"
 
     def __str__(self) -> str:
         return self.ascii
@@ -98,7 +108,8 @@ _MAX_LOCAL_LENGTH = 64
 
 
 def parse_email(raw: str) -> EmailAddress:
-    """Parse an address like ``user@example.com``; the local part is lower-cased.
+    """Parse an address like ``user@example.com``; ``local`` is lower-cased, and
+    ``given_local`` keeps it as written.
 
     Quoted local parts are not accepted: no mailbox provider hands those out and
     they would make list matching ambiguous.
@@ -109,13 +120,26 @@ def parse_email(raw: str) -> EmailAddress:
     local, sep, domain = text.rpartition("@")
     if not sep or not local or not domain:
         raise InvalidName(f"invalid email address {raw!r}")
+    if not is_utf8(local):
+        # Lone surrogates: how bytes that were not UTF-8 arrive from an SMTP session.
+        raise InvalidName(f"invalid email address {raw!r}: not UTF-8")
     if len(local.encode("utf-8")) > _MAX_LOCAL_LENGTH:
         raise InvalidName(f"invalid email address {raw!r}: local part too long")
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise InvalidName(f"invalid email address {raw!r}: misplaced dot in local part")
     if not all(_LOCAL_ATOM.match(atom) for atom in local.split(".")):
         raise InvalidName(f"invalid email address {raw!r}: invalid local part")
-    return EmailAddress(local=local.lower(), domain=parse_domain(domain))
+    return EmailAddress(local=local.lower(), domain=parse_domain(domain), given_local=local)
+
+
+def is_utf8(text: str) -> bool:
+    """False for text with lone surrogates: bytes that were not UTF-8, decoded with
+    ``surrogateescape`` (as aiosmtpd does with SMTPUTF8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -20,6 +20,7 @@ from mailmoat.db.intake_repo import (
     entry_scopes,
     find_recipient,
     list_entries,
+    new_user_filtered,
 )
 from mailmoat.db.message_rows import (
     ROUTE_HTTP,
@@ -32,7 +33,6 @@ from mailmoat.db.message_rows import (
     new_message_id,
 )
 from mailmoat.db.message_rows import settle as settle_rows
-from mailmoat.db.tables import Domain
 from mailmoat.domain.lists import ItemType, ListAction
 from mailmoat.domain.names import EmailAddress, InvalidName, parse_email
 from mailmoat.domain.policy import Action, Profile, recipient_profile
@@ -73,13 +73,14 @@ class RecipientContext:
     custom domain routed to one) has ``webhook`` instead.
     """
 
-    address: str
+    address: str  # as the client wrote it (domain normalised): what is relayed and shown
     domain: DomainRow | None
-    recipient_id: str | None
+    recipient_id: str | None  # None until the address has a user record
     filtered: bool
     user_policy: AbusePolicy | None
     entries: tuple[Entry, ...]
     webhook: WebhookRoute | None = None
+    user_email: str = ""  # the user's address (lower-cased local part); "" for webhooks
 
     @property
     def customer_id(self) -> str:
@@ -129,6 +130,31 @@ class Screening:
 _TIERS = {"account": Tier.ACCOUNT, "domain": Tier.DOMAIN, "user": Tier.USER}
 
 
+def _future_user(filtered: bool) -> RecipientRow:
+    """What an address without a user record is screened as: the user it would
+    become (``create_on_arrival``), whose filter depends on the protected-address
+    limit, with the domain's policy and no lists of its own. The id is empty."""
+    return RecipientRow("", filtered, None)
+
+
+def _places_taken(
+    accepted: Sequence[RecipientContext], subscription_id: str, address: EmailAddress
+) -> int:
+    """How many other recipients of the transaction will become filtered users of
+    the subscription when its mail is kept."""
+    return len(
+        {
+            c.user_email
+            for c in accepted
+            if c.recipient_id is None
+            and c.filtered
+            and c.domain is not None
+            and c.domain.subscription_id == subscription_id
+            and c.user_email != address.ascii
+        }
+    )
+
+
 def _entries(rows: Sequence[tuple[str, str, str, str]]) -> tuple[Entry, ...]:
     return tuple(
         Entry(_TIERS[scope.split(":", 1)[0]], ListAction(action), item, ItemType(item_type))
@@ -156,16 +182,22 @@ class IntakeService:
         self.webhook_poster: WebhookPoster | None = None
         self._creating: dict[str, asyncio.Future[RecipientRow]] = {}
 
-    async def recipient(self, raw_address: str) -> RecipientContext | None:
+    async def recipient(
+        self, raw_address: str, accepted: Sequence[RecipientContext] = ()
+    ) -> RecipientContext | None:
         """The context of a recipient address, or None when its domain is not served here.
 
-        Raises InvalidName for an address that is not one. A user record is created
-        for an address of a served domain the first time it receives mail.
+        Raises InvalidName for an address that is not one. Nothing is written: an
+        address of a served domain without a user record is screened as the user
+        it would become, and the user is created when mail for it is kept (``keep``).
+        ``accepted`` are the transaction's recipients so far: those of them that
+        will become filtered users take their places under the protected-address
+        limit already, as they would once created.
         """
         address = parse_email(raw_address)
         if self.db.inline is not None:
             try:
-                found = await self._recipient_inline(address)
+                found = self._recipient_inline(address, accepted)
             except InlineUnavailable:
                 pass
             else:
@@ -177,10 +209,11 @@ class IntakeService:
             if domain is None:
                 return await self._webhook_recipient(address)
             row = await find_recipient(session, address.ascii)
-        row = row or await self._create_recipient(domain, address)
-        async with self.db.read() as session:
+            if row is None:
+                taken = _places_taken(accepted, domain.subscription_id, address)
+                row = _future_user(await new_user_filtered(session, domain.subscription_id, taken))
             entries = await list_entries(
-                session, domain.customer_id, entry_scopes(domain.id, row.id)
+                session, domain.customer_id, entry_scopes(domain.id, row.id or None)
             )
         return self._context(address, DomainRow.of(domain), row, entries)
 
@@ -206,10 +239,12 @@ class IntakeService:
                 route = best.address
             entries = await list_entries(session, route.customer_id, ("account",))
         return RecipientContext(
-            address.ascii, None, None, True, None, _entries(entries), webhook=route
+            address.as_given, None, None, True, None, _entries(entries), webhook=route
         )
 
-    async def _recipient_inline(self, address: EmailAddress) -> RecipientContext | None:
+    def _recipient_inline(
+        self, address: EmailAddress, accepted: Sequence[RecipientContext]
+    ) -> RecipientContext | None:
         inline = self.db.inline
         assert inline is not None
         domain = inline.domain(address.domain.ascii) or inline.alias_owner(address.domain.ascii)
@@ -217,31 +252,38 @@ class IntakeService:
             return None
         row = inline.recipient(address.ascii)
         if row is None:
-            async with self.db.read() as session:
-                full = await domain_by_name(session, domain.name_ascii)
-            if full is None:  # deprovisioned meanwhile
-                return None
-            row = await self._create_recipient(full, address)
-        entries = inline.list_entries(domain.customer_id, entry_scopes(domain.id, row.id))
+            taken = _places_taken(accepted, domain.subscription_id, address)
+            row = _future_user(inline.new_user_filtered(domain.subscription_id, taken))
+        entries = inline.list_entries(domain.customer_id, entry_scopes(domain.id, row.id or None))
         return self._context(address, domain, row, entries)
 
-    async def _create_recipient(self, domain: Domain, address: EmailAddress) -> RecipientRow:
+    async def _create_users(self, wanted: Sequence[RecipientContext]) -> dict[str, str]:
+        """Create the users of recipients that have none yet; their ids by address.
+
+        One after the other, in the order of the transaction: the first takes the
+        protected-address limit's next place, as when screened."""
+        return {c.address: (await self._create_recipient(c)).id for c in wanted}
+
+    async def _create_recipient(self, context: RecipientContext) -> RecipientRow:
         """Create a user record once, however many sessions ask for it at the same time."""
-        pending = self._creating.get(address.ascii)
+        email = context.user_email
+        pending = self._creating.get(email)
         if pending is None:
-            pending = asyncio.ensure_future(self._insert_recipient(domain, address))
-            self._creating[address.ascii] = pending
-            pending.add_done_callback(lambda _: self._creating.pop(address.ascii, None))
+            pending = asyncio.ensure_future(self._insert_recipient(context))
+            self._creating[email] = pending
+            pending.add_done_callback(lambda _: self._creating.pop(email, None))
         return await asyncio.shield(pending)
 
-    async def _insert_recipient(self, domain: Domain, address: EmailAddress) -> RecipientRow:
+    async def _insert_recipient(self, context: RecipientContext) -> RecipientRow:
+        domain = context.domain
+        assert domain is not None
         async with self.db.write() as session:
             created = await create_on_arrival(
                 session,
                 customer_id=domain.customer_id,
                 subscription_id=domain.subscription_id,
                 domain_id=domain.id,
-                email=address.ascii,
+                email=context.user_email,
             )
             return RecipientRow(created.id, created.filter, created.abuse_policy)
 
@@ -254,15 +296,29 @@ class IntakeService:
     ) -> RecipientContext:
         policy = AbusePolicy(row.abuse_policy) if row.abuse_policy else None
         return RecipientContext(
-            address.ascii, domain, row.id, row.filter, policy, _entries(entries)
+            address.as_given,
+            domain,
+            row.id or None,
+            row.filter,
+            policy,
+            _entries(entries),
+            user_email=address.ascii,
         )
 
-    async def keep(self, messages: Sequence[NewMessage]) -> None:
+    async def keep(
+        self, messages: Sequence[NewMessage], contexts: Sequence[RecipientContext] = ()
+    ) -> None:
         """Store bytes durably, then commit the records; return only when both are done.
+
+        ``contexts`` are those the records' recipients were screened with: those
+        of accepted (not rejected) mail that have no user yet get one first, and
+        the records its id. So users come from mail that was accepted, never from
+        RCPT commands alone.
 
         Queued mail goes to this process's delivery worker with its queue row
         already leased to it, so that delivery starts without a trip to the queue.
         """
+        await self._give_users(messages, contexts)
         kept = [m for m in messages if m.data is not None]
         local = self.local_delivery
         handoff = local if local is not None and local.accepting() else None
@@ -285,6 +341,24 @@ class IntakeService:
         await self.commits.run_merged(insert_merged, rows, prepare=writes)
         if handoff is not None:
             handoff.take([m for m in messages if is_queued(m)])
+
+    async def _give_users(
+        self, messages: Sequence[NewMessage], contexts: Sequence[RecipientContext]
+    ) -> None:
+        userless = {c.address: c for c in contexts if c.recipient_id is None and c.user_email}
+        wanted = {
+            address: userless[address]
+            for m in messages
+            if m.state != MessageState.REJECTED
+            for address, recipient_id in m.recipients
+            if recipient_id is None and address in userless
+        }
+        if not wanted:
+            return
+        ids = await self._create_users(list(wanted.values()))
+        for m in messages:
+            if m.state != MessageState.REJECTED:
+                m.recipients = [(a, i if i is not None else ids.get(a)) for a, i in m.recipients]
 
     async def settle(self, message: NewMessage) -> None:
         """Record the outcome of a message kept before it was posted (sync webhooks)."""

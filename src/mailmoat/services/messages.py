@@ -119,9 +119,11 @@ def _apply(query: MessageQuery, wanted: MessageFilter) -> MessageQuery:
             address = parse_email(wanted.recipient).ascii
         except InvalidName as exc:
             raise InvalidInput(f"recipient: {exc}") from None
+        # Addresses are logged as the sender wrote them; mailboxes match in any case.
         query = query.where(
             exists().where(
-                MessageRecipient.message_id == Message.id, MessageRecipient.address == address
+                MessageRecipient.message_id == Message.id,
+                func.lower(MessageRecipient.address) == address,
             )
         )
     if wanted.subject:

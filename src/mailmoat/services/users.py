@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db.database import Database
+from mailmoat.db.intake_repo import room_left
 from mailmoat.db.tables import Domain, DomainAdmin, Recipient, Subscription
 from mailmoat.domain.lists import ListAction
 from mailmoat.domain.names import InvalidName, parse_email
@@ -52,7 +53,7 @@ async def filtered_count(session: AsyncSession, subscription_id: str) -> int:
 
 async def has_room(session: AsyncSession, subscription: Subscription) -> bool:
     limit = subscription.protected_address_limit
-    return limit is None or await filtered_count(session, subscription.id) < limit
+    return limit is None or room_left(limit, await filtered_count(session, subscription.id))
 
 
 class UserService:
@@ -147,7 +148,8 @@ async def create_on_arrival(
     domain_id: str,
     email: str,
 ) -> Recipient:
-    """The user record for an address that received mail before anyone provisioned it.
+    """The user record for an address whose first mail is being accepted, before
+    anyone provisioned it (intake screens the address as this user at RCPT).
 
     Such users are filtered while the subscription's protected-address limit has
     room (first come, first served) and delivered unfiltered beyond it.

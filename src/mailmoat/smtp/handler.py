@@ -11,7 +11,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailmoat import metrics
-from mailmoat.domain.names import InvalidName
+from mailmoat.domain.names import InvalidName, is_utf8
 from mailmoat.domain.policy import Action
 from mailmoat.domain.sender_lists import Sender
 from mailmoat.domain.settings import DEFAULT_SPAM_HEADER_NAME, DEFAULT_SPAM_HEADER_VALUE
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 BLOCKLISTED = "550 5.7.1 Sender is blocked by the recipient's blocklist"
 TOO_BIG_FOR_ADDRESS = "552 5.3.4 Message too big for this address"
 NO_SUCH_RECIPIENT = "550 5.1.1 No such recipient here"
+NEEDS_SMTPUTF8 = "553 5.6.7 Non-ASCII address without SMTPUTF8"
 
 
 def _client_ip(session: Session) -> str:
@@ -74,9 +75,27 @@ class GatewayHandler:
         """Accept the client address a PROXY-protocol load balancer reports."""
         return True
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """The EHLO reply without AUTH, which aiosmtpd offers once TLS is up: mailmoat
+        receives mail for its domains and authenticates nobody."""
+        session.host_name = hostname
+        return [r for r in responses if not r[4:].upper().startswith("AUTH")]
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if not address.isascii():
+            if not envelope.smtp_utf8:
+                return _reply("MAIL", NEEDS_SMTPUTF8)
+            if not is_utf8(address):
+                return _reply("MAIL", "553 5.1.7 Sender address is not valid UTF-8")
         envelope.mail_from = address  # "<>" for the null sender: aiosmtpd needs it truthy
         envelope.mail_options.extend(options)
         return _reply("MAIL", "250 2.1.0 Sender OK")
@@ -87,8 +106,10 @@ class GatewayHandler:
         assert isinstance(envelope, TransactionEnvelope)
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return _reply("RCPT", "452 4.5.3 Too many recipients, send the rest separately")
+        if not address.isascii() and not envelope.smtp_utf8:
+            return _reply("RCPT", NEEDS_SMTPUTF8)
         try:
-            context = await self.intake.recipient(address)
+            context = await self.intake.recipient(address, envelope.contexts)
         except InvalidName:
             return _reply("RCPT", "553 5.1.3 Recipient address is not valid")
         except NoSuchRecipient:
@@ -98,6 +119,11 @@ class GatewayHandler:
             return _reply("RCPT", "451 4.3.0 Temporary failure, try again later")
         if context is None:
             return _reply("RCPT", "550 5.7.1 Relaying denied: recipient domain is not served here")
+        if context.user_email and any(
+            c.user_email == context.user_email for c in envelope.contexts
+        ):
+            # The same mailbox again, perhaps spelt otherwise: it gets the mail once.
+            return _reply("RCPT", "250 2.1.5 Recipient OK")
         if context.webhook is not None:
             declared = _declared_size(envelope.mail_options)
             if declared is not None and declared > context.webhook.max_size:
@@ -176,7 +202,7 @@ class GatewayHandler:
             ).inc()
             return _reply("DATA", answer)
         try:
-            await self.intake.keep(records)
+            await self.intake.keep(records, envelope.contexts)
         except Exception:
             log.exception("could not keep message from %s", incoming.client_ip)
             return _reply("DATA", "451 4.3.0 Temporary failure storing the message, try again")

@@ -6,14 +6,19 @@
   the command with 555);
 - bare CR and LF in message content are turned into CRLF, so that the bytes
   mailmoat relays can never be read as an end of data by a later server (SMTP
-  smuggling). aiosmtpd itself ends DATA only on CRLF.CRLF.
+  smuggling). aiosmtpd itself ends DATA only on CRLF.CRLF;
+- no AUTH: mailmoat authenticates nobody, so the command gets 502;
+- an error limit, as Postfix's ``smtpd_hard_error_limit``: a client that has had
+  that many error replies since it last got mail accepted is told ``421`` and
+  disconnected, so that refused commands cannot be sent for free forever.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope
 
@@ -29,6 +34,21 @@ _PLAIN_PATH = re.compile(
     rf"\s*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*+(?!\()(.*)", re.DOTALL
 )
 _BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing the connection"
+NO_AUTH = "502 5.5.1 AUTH is not available: this server receives mail without authentication"
+
+log = logging.getLogger(__name__)
+
+
+def counts_as_error(reply: str) -> bool:
+    """A final 4xx or 5xx line, except 421 (the session ends anyway) and 452: a
+    recipient asked to come back in another transaction did nothing wrong."""
+    return (
+        len(reply) >= 4
+        and reply[0] in "45"
+        and reply[3] != "-"
+        and not reply.startswith(("421", "452"))
+    )
 
 
 class TransactionEnvelope(Envelope):
@@ -79,9 +99,38 @@ def normalize_newlines(data: bytes) -> bytes:
 
 
 class GatewaySMTP(SMTP):
-    def __init__(self, handler: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Any, *, limits: ConnectionLimits, max_errors: int = 20, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.limits = limits
+        self.max_errors = max_errors
+        self.errors = 0  # error replies since mail was last accepted in this session
+        self._last_reply = ""
+
+    async def push(self, status: AnyStr) -> None:
+        await super().push(status)
+        reply = status if isinstance(status, str) else status.decode("utf-8", "replace")
+        self._last_reply = reply
+        if not counts_as_error(reply):
+            return
+        self.errors += 1
+        transport = self.transport
+        if self.max_errors and self.errors >= self.max_errors and transport is not None:
+            if transport.is_closing():
+                return
+            assert self.session is not None
+            log.info("closing the session of %s after %d errors", self.session.peer, self.errors)
+            await super().push(TOO_MANY_ERRORS)
+            transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        await super().smtp_DATA(arg)
+        if self._last_reply.startswith("250"):
+            self.errors = 0
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self.push(NO_AUTH)
 
     def _create_envelope(self) -> Envelope:
         return TransactionEnvelope()

@@ -22,6 +22,7 @@ class SmtpOptions:
     hostname: str
     max_message_size: int
     max_recipients: int = 100
+    max_errors: int = 20
     max_connections: int = 1000
     max_connections_per_ip: int = 50
     timeout: float = 300.0
@@ -54,6 +55,7 @@ class SmtpServer:
         return GatewaySMTP(
             self.handler,
             limits=self.limits,
+            max_errors=self.options.max_errors,
             data_size_limit=self.options.max_message_size,
             enable_SMTPUTF8=True,
             hostname=self.options.hostname,
