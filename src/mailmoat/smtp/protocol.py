@@ -4,9 +4,9 @@
 - the ``AUTH=`` parameter Exchange adds to MAIL FROM is accepted and ignored
   (RFC 4954 allows a server without AUTH to ignore it; aiosmtpd would refuse
   the command with 555);
-- bare CR and LF in message content are turned into CRLF, so that the bytes
-  mailmoat relays can never be read as an end of data by a later server (SMTP
-  smuggling). aiosmtpd itself ends DATA only on CRLF.CRLF.
+- DATA is read by smtp/data.py rather than aiosmtpd: long lines and bare LF
+  are accepted, large messages go to a temporary file, whole-message refusals
+  reach the handler (which records them). DATA still ends only on CRLF.CRLF.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 from mailmoat import metrics
 from mailmoat.domain.policy import Profile
 from mailmoat.services.intake import RecipientContext
+from mailmoat.smtp.data import IncomingFiles, Received, Refusal, read_data
 
 _AUTH_PARAM = re.compile(r"\s+AUTH=\S*", re.IGNORECASE)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -28,7 +29,6 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
     rf"\s*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*+(?!\()(.*)", re.DOTALL
 )
-_BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 class TransactionEnvelope(Envelope):
@@ -38,6 +38,9 @@ class TransactionEnvelope(Envelope):
         super().__init__()
         self.contexts: list[RecipientContext] = []
         self.profile: Profile | None = None
+        # Set by DATA: the content as received, or why it was refused as a whole.
+        self.received: Received | None = None
+        self.refusal: Refusal | None = None
 
 
 class ConnectionLimits:
@@ -71,17 +74,22 @@ class ConnectionLimits:
                 del self.by_ip[ip]
 
 
-def normalize_newlines(data: bytes) -> bytes:
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
-        return data  # the usual case, found without a regular expression
-    return _BARE_NEWLINE.sub(b"\r\n", data)
-
-
 class GatewaySMTP(SMTP):
-    def __init__(self, handler: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        limits: ConnectionLimits,
+        incoming: IncomingFiles,
+        max_line_length: int,
+        **kwargs: Any,
+    ) -> None:
+        # aiosmtpd sizes its stream reader by this; a longer line arrives in parts.
+        self.line_length_limit = max_line_length + 2
         super().__init__(handler, **kwargs)
         self.limits = limits
+        self.incoming = incoming
+        self.max_line_length = max_line_length
 
     def _create_envelope(self) -> Envelope:
         return TransactionEnvelope()
@@ -116,3 +124,37 @@ class GatewaySMTP(SMTP):
         if arg:
             arg = _AUTH_PARAM.sub("", arg)
         await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the content with bounded memory (smtp/data.py).
+
+        A message refused as a whole (too big, a line too long) still goes to the
+        handler, with ``envelope.refusal`` set, so that its refusal is recorded."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, TransactionEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        outcome = await read_data(
+            self._reader,
+            self.incoming,
+            size_limit=self.data_size_limit,
+            max_line=self.max_line_length,
+        )
+        try:
+            if isinstance(outcome, Received):
+                envelope.received = outcome
+            else:
+                envelope.refusal = outcome
+            status = await self._call_handler_hook("DATA")
+        finally:
+            if isinstance(outcome, Received):
+                outcome.discard()
+        self.envelope = self._create_envelope()  # as aiosmtpd does after DATA
+        await self.push(status)

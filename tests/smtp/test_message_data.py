@@ -1,0 +1,188 @@
+"""DATA through real sockets: long lines, bare LF, limits and their records, large
+messages received through a temporary file that never outlives its session."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from tests.smtp.conftest import DOMAIN, Gateway, GatewayFactory, message
+
+
+async def _dialogue_until_data(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A session that has just been told 354 (each reply read before the next command)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert (await reader.readline()).startswith(b"220")
+    for command in (
+        b"EHLO client.test",
+        b"MAIL FROM:<alice@sender.test>",
+        b"RCPT TO:<bob@example.com>",
+    ):
+        writer.write(command + b"\r\n")
+        while (line := await reader.readline())[3:4] == b"-":
+            pass
+        assert line.startswith(b"250"), line
+    writer.write(b"DATA\r\n")
+    assert (await reader.readline()).startswith(b"354")
+    return reader, writer
+
+
+async def _send_data(port: int, data: bytes) -> bytes:
+    """Send ``data`` (end of data included) in one transaction; returns the reply."""
+    reader, writer = await _dialogue_until_data(port)
+    writer.write(data)
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.readline(), 10)
+    writer.write(b"QUIT\r\n")
+    writer.close()
+    return reply
+
+
+async def test_a_line_longer_than_1000_bytes_is_accepted_intact(gateway: Gateway) -> None:
+    long_line = "<p>" + "word " * 299 + "</p>"  # 1,502 bytes, as HTML mailers write
+    errors, reply = await gateway.send(message(body=f"Hello\r\n{long_line}\r\nBye\r\n"))
+    assert errors == {}
+    assert reply.startswith("2.0.0 Ok: queued as ")
+    record = await gateway.only_message()
+    assert record["state"] == "queued"
+    raw = await gateway.raw(record["id"])
+    assert raw.endswith(f"\r\n\r\nHello\r\n{long_line}\r\nBye\r\n".encode())
+
+
+async def test_a_message_with_bare_lf_line_endings_is_accepted(gateway: Gateway) -> None:
+    body = "".join(f"line {i} of a message written by a Unix tool\n" for i in range(60))
+    lf_message = (
+        "From: alice@sender.test\nTo: bob@example.com\nSubject: written with LF\n"
+        "Message-ID: <lf@sender.test>\n\n" + body
+    ).encode()
+    assert len(lf_message) > 2000
+    reply = await _send_data(gateway.port, lf_message + b"\r\n.\r\n")
+    assert reply.startswith(b"250 2.0.0"), reply
+    record = await gateway.only_message()
+    assert record["subject"] == "written with LF"  # each LF ended a header line
+    assert record["messageId"] == "<lf@sender.test>"
+    raw = await gateway.raw(record["id"])
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # stored with CRLF only
+    assert raw.endswith(lf_message.replace(b"\n", b"\r\n") + b"\r\n")
+
+
+async def test_a_bare_lf_before_the_final_dot_does_not_end_data(gateway: Gateway) -> None:
+    """``LF . CRLF`` and ``LF . LF`` are body text; only ``CRLF . CRLF`` ends DATA."""
+    data = (
+        b"Subject: outer\r\n\r\nfirst\n.\r\nRSET\r\nMAIL FROM:<ceo@bank.test>\r\n"
+        b"more\n.\nQUIT\r\nlast\r\n.\r\n"
+    )
+    reply = await _send_data(gateway.port, data)
+    assert reply.startswith(b"250 2.0.0"), reply
+    record = await gateway.only_message()
+    assert record["subject"] == "outer"
+    raw = await gateway.raw(record["id"])
+    assert raw.endswith(
+        b"first\r\n\r\nRSET\r\nMAIL FROM:<ceo@bank.test>\r\nmore\r\n\r\nQUIT\r\nlast\r\n"
+    )
+
+
+@pytest.mark.parametrize("length", [2001, 300_000], ids=["just-over", "far-over"])
+async def test_a_line_over_the_limit_is_refused_and_recorded(
+    make_gateway: GatewayFactory, length: int
+) -> None:
+    gateway = await make_gateway(max_line_length=2000)
+    async with gateway.client() as smtp:
+        await smtp.mail("alice@sender.test")
+        await smtp.rcpt(f"bob@{DOMAIN}")
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await smtp.data(message(body="a\r\n" + "y" * length + "\r\nz\r\n").encode())
+        assert refused.value.code == 500
+        assert refused.value.message.startswith("5.5.2 Line too long")
+        # The session goes on: a line of exactly the limit is accepted.
+        errors, reply = await smtp.sendmail(
+            "alice@sender.test", [f"bob@{DOMAIN}"], message(body="y" * 2000 + "\r\n")
+        )
+        assert errors == {} and reply.startswith("2.0.0")
+    accepted, refused_record = sorted(await gateway.messages(), key=lambda m: m["state"])
+    assert refused_record["state"] == "rejected"
+    assert refused_record["reason"] == "line-too-long"
+    assert refused_record["smtpReply"].startswith("500 5.5.2")
+    assert refused_record["recipients"] == [f"bob@{DOMAIN}"]
+    assert refused_record["mailFrom"] == "alice@sender.test"
+    assert refused_record["size"] > length
+    assert accepted["state"] == "queued"
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(directory.iterdir()) if directory.is_dir() else []
+
+
+async def _wait_for(condition: object, what: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_large_message_is_received_through_a_temporary_file(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    gateway = await make_gateway(max_message_size=8 * 1024 * 1024, incoming_dir=incoming)
+    small = message(body="Short and sweet.\r\n")
+    errors, _ = await gateway.send(small)
+    assert errors == {}
+    assert not incoming.exists()  # small mail never touches a file
+
+    lines = b"".join(b"%07d " % i + b"z" * 70 + b"\r\n" for i in range(60_000))
+    big = message(subject="big").encode() + b".starts with a dot\r\n" + lines
+    reader, writer = await _dialogue_until_data(gateway.port)
+    writer.write(big[: len(big) // 2])
+    await writer.drain()
+    # Half-way through, the content is on disk, not in memory.
+    await _wait_for(lambda: _files(incoming), "a temporary file")
+    writer.write(big[len(big) // 2 :] + b".\r\n")
+    reply = await asyncio.wait_for(reader.readline(), 20)
+    assert reply.startswith(b"250 2.0.0"), reply
+    writer.close()
+    assert _files(incoming) == []
+    record = next(m for m in await gateway.messages() if m["subject"] == "big")
+    raw = await gateway.raw(record["id"])
+    # Byte for byte, dot-stuffing undone.
+    assert raw.endswith(big.split(b"\r\n\r\n", 1)[1].replace(b"\r\n.starts", b"\r\nstarts"))
+
+
+async def test_a_disconnect_mid_data_leaves_no_temporary_file(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    gateway = await make_gateway(max_message_size=8 * 1024 * 1024, incoming_dir=incoming)
+    _reader, writer = await _dialogue_until_data(gateway.port)
+    writer.write(message().encode())
+    writer.write(b"".join(b"line %d\r\n" % i for i in range(300_000)))
+    await writer.drain()
+    await _wait_for(lambda: _files(incoming), "a temporary file")
+    writer.transport.abort()  # the client vanishes mid-DATA
+    await _wait_for(lambda: not _files(incoming), "the temporary file to go")
+    assert await gateway.messages() == []
+    # And the gateway goes on receiving mail.
+    errors, _ = await gateway.send(message())
+    assert errors == {}
+
+
+async def test_an_oversized_large_message_is_refused_recorded_and_not_kept(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    limit = 2 * 1024 * 1024
+    gateway = await make_gateway(max_message_size=limit, incoming_dir=incoming)
+    body = b"".join(b"%07d " % i + b"q" * 70 + b"\r\n" for i in range(40_000))
+    reply = await _send_data(gateway.port, message().encode() + body + b".\r\n")
+    assert reply.startswith(b"552 5.3.4"), reply
+    assert _files(incoming) == []
+    (record,) = await gateway.messages()
+    assert record["state"] == "rejected"
+    assert record["reason"] == "max-size"
+    assert record["size"] > limit
+    assert record["recipients"] == [f"bob@{DOMAIN}"]
