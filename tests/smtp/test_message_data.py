@@ -4,12 +4,15 @@ messages received through a temporary file that never outlives its session."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosmtplib
 import pytest
 
+from mailmoat.scanners.base import ScanInput, ScanResult, Verdict
 from tests.smtp.conftest import DOMAIN, Gateway, GatewayFactory, message
 
 
@@ -117,9 +120,9 @@ def _files(directory: Path) -> list[Path]:
     return sorted(directory.iterdir()) if directory.is_dir() else []
 
 
-async def _wait_for(condition: object, what: str, within: float = 10.0) -> None:
+async def _wait_for(condition: Callable[[], object], what: str, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
@@ -186,3 +189,89 @@ async def test_an_oversized_large_message_is_refused_recorded_and_not_kept(
     assert record["reason"] == "max-size"
     assert record["size"] > limit
     assert record["recipients"] == [f"bob@{DOMAIN}"]
+
+
+class SlowScanner:
+    """A scanner that takes its time, and counts how many messages it sees at once."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most = 0
+        self.seen = 0
+
+    async def scan(self, message: ScanInput) -> ScanResult:
+        self.active += 1
+        self.seen += 1
+        self.most = max(self.most, self.active)
+        try:
+            await asyncio.sleep(0.5)
+        finally:
+            self.active -= 1
+        return ScanResult(0.0, 5.0, Verdict.HAM, scanner=self.name)
+
+    async def close(self) -> None:
+        return None
+
+
+def _sized(subject: str, size: int) -> bytes:
+    line = b"m" * 98 + b"\r\n"
+    head = message(subject=subject).encode()
+    return head + line * ((size - len(head)) // len(line))
+
+
+async def test_large_messages_take_turns_within_the_memory_budget(
+    make_gateway: GatewayFactory,
+) -> None:
+    """Two 1.5 MB messages need more than a 4 MiB budget together: one waits."""
+    scanner = SlowScanner()
+    gateway = await make_gateway(
+        scanner=scanner, max_message_size=8 * 2**20, memory_budget=4 * 2**20
+    )
+    replies = await asyncio.gather(
+        *(_send_data(gateway.port, _sized(f"m{i}", 1_500_000) + b".\r\n") for i in range(2))
+    )
+    assert all(r.startswith(b"250 2.0.0") for r in replies), replies
+    assert scanner.seen == 2 and scanner.most == 1
+    # Small messages fit side by side.
+    replies = await asyncio.gather(
+        *(_send_data(gateway.port, _sized(f"s{i}", 20_000) + b".\r\n") for i in range(3))
+    )
+    assert all(r.startswith(b"250 2.0.0") for r in replies), replies
+    assert scanner.most == 3
+
+
+async def test_a_session_that_leaves_while_waiting_its_turn_does_not_block_others(
+    make_gateway: GatewayFactory,
+) -> None:
+    scanner = SlowScanner()
+    gateway = await make_gateway(
+        scanner=scanner, max_message_size=8 * 2**20, memory_budget=4 * 2**20
+    )
+    first = asyncio.create_task(_send_data(gateway.port, _sized("a", 1_500_000) + b".\r\n"))
+    await _wait_for(lambda: scanner.active == 1, "the first message to be scanned")
+    _reader, leaving = await _dialogue_until_data(gateway.port)
+    leaving.write(_sized("b", 1_500_000) + b".\r\n")
+    await leaving.drain()
+    await asyncio.sleep(0.1)  # its DATA is complete: it waits for the budget
+    leaving.transport.abort()
+    assert (await first).startswith(b"250 2.0.0")
+    reply = await _send_data(gateway.port, _sized("c", 1_500_000) + b".\r\n")
+    assert reply.startswith(b"250 2.0.0"), reply
+    subjects = sorted(m["subject"] for m in await gateway.messages())
+    assert subjects == ["a", "c"]
+
+
+async def test_files_left_by_a_process_that_is_gone_are_removed_at_start(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    crashed = incoming / "999999999-0a1b2c3d.part"  # no such process
+    earlier_self = incoming / f"{os.getpid()}-0a1b2c3d.part"  # this process's id, reused
+    running = incoming / "1-0a1b2c3d.part"  # a process that is running
+    for path in (crashed, earlier_self, running):
+        path.write_bytes(b"half a message")
+    await make_gateway(incoming_dir=incoming)
+    assert _files(incoming) == [running]
