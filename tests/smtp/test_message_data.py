@@ -275,3 +275,16 @@ async def test_files_left_by_a_process_that_is_gone_are_removed_at_start(
         path.write_bytes(b"half a message")
     await make_gateway(incoming_dir=incoming)
     assert _files(incoming) == [running]
+
+
+async def test_a_message_that_cannot_be_written_aside_is_a_temporary_failure(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    gateway = await make_gateway(max_message_size=8 * 2**20, incoming_dir=blocked / "incoming")
+    reply = await _send_data(gateway.port, _sized("big", 2_000_000) + b".\r\n")
+    assert reply.startswith(b"451 4.3.0"), reply  # the sender keeps it and retries
+    assert await gateway.messages() == []
+    errors, _ = await gateway.send(message())  # small mail needs no file
+    assert errors == {}
