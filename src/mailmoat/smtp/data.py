@@ -5,8 +5,8 @@ extra copy). Past ``SPILL_THRESHOLD`` bytes the content goes to a temporary file
 under ``<data dir>/incoming/`` as it arrives, so a session holds at most about
 that much of a message while receiving it. Processing a message (filtering,
 DKIM, the Received header) needs it whole in memory: a ``ByteBudget`` shared by
-every session of the process admits messages while their bytes fit, and makes
-the others wait their turn.
+every session of the process (smtp/budget.py) admits messages while their
+bytes fit, and makes the others wait their turn.
 
 Line endings: every LF ends a line (a bare LF or CR is stored as CRLF), but only
 ``CRLF.CRLF`` ends DATA, so a bare-LF ``.`` can never end it (SMTP smuggling).
@@ -21,8 +21,6 @@ import logging
 import os
 import re
 import secrets
-from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,58 +64,6 @@ def normalize_newlines(data: bytes) -> bytes:
 
 TOO_BIG = Refusal(REASON_MAX_SIZE, MESSAGE_TOO_BIG)
 LOCAL_FAILURE = Refusal("", LOCAL_PROBLEM)
-
-
-class ByteBudget:
-    """An asyncio semaphore counted in bytes, first come first served.
-
-    A request larger than the whole budget is cut to the budget: such a message
-    still gets through, alone.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = max(1, total)
-        self.free = self.total
-        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        amount = await self._take(size)
-        try:
-            yield
-        finally:
-            self._give(amount)
-
-    async def _take(self, size: int) -> int:
-        amount = min(max(size, 0), self.total)
-        if not self._waiting and amount <= self.free:
-            self.free -= amount  # the usual case: no waiting
-            return amount
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (amount, turn)
-        self._waiting.append(entry)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self._give(amount)  # granted just as the session went away
-            else:
-                self._waiting.remove(entry)
-                self._wake()  # a smaller request behind it may fit now
-            raise
-        return amount
-
-    def _give(self, amount: int) -> None:
-        self.free += amount
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiting and self._waiting[0][0] <= self.free:
-            amount, turn = self._waiting.popleft()
-            if turn.done():
-                continue
-            self.free -= amount
-            turn.set_result(None)
 
 
 class IncomingFiles:

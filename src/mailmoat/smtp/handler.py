@@ -31,7 +31,7 @@ from mailmoat.services.intake import (
     state_for,
 )
 from mailmoat.services.webhook_intake import post_during_data
-from mailmoat.smtp.data import ByteBudget
+from mailmoat.smtp.budget import DEFAULT_MEMORY_BUDGET, ByteBudget
 from mailmoat.smtp.protocol import TransactionEnvelope
 from mailmoat.smtp.webhook_post import envelope_for
 
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 BLOCKLISTED = "550 5.7.1 Sender is blocked by the recipient's blocklist"
 TOO_BIG_FOR_ADDRESS = "552 5.3.4 Message too big for this address"
 NO_SUCH_RECIPIENT = "550 5.1.1 No such recipient here"
-DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
 
 
 def _client_ip(session: Session) -> str:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from mailmoat.pipeline.engine import Pipeline
 from mailmoat.services.intake import IntakeService
-from mailmoat.smtp.data import ByteBudget, IncomingFiles
-from mailmoat.smtp.handler import DEFAULT_MEMORY_BUDGET, GatewayHandler
+from mailmoat.smtp.budget import DEFAULT_MEMORY_BUDGET, ByteBudget
+from mailmoat.smtp.data import IncomingFiles
+from mailmoat.smtp.handler import GatewayHandler
 from mailmoat.smtp.protocol import ConnectionLimits, GatewaySMTP
 
 IDENT = "mailmoat ESMTP"
