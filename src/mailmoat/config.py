@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     smtp_max_message_size: int = Field(
         25 * 1024 * 1024, ge=1024, description="SIZE limit in bytes; larger mail gets 552"
     )
+    smtp_max_line_length: int = Field(
+        65536, ge=998, le=1024 * 1024, description="bytes per line of a message; longer: 500"
+    )
+    smtp_memory_budget: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="bytes of messages being processed that one SMTP process holds at once",
+    )
     smtp_max_recipients: int = Field(100, ge=1, le=10000)
     smtp_max_errors: int = Field(
         20, ge=1, description="error replies a session may get before it is closed with 421"

@@ -29,6 +29,9 @@ def smtp_options(settings: Settings) -> SmtpOptions:
         tls_cert=settings.smtp_tls_cert,
         tls_key=settings.smtp_tls_key,
         proxy_protocol=settings.smtp_proxy_protocol,
+        max_line_length=settings.smtp_max_line_length,
+        memory_budget=settings.smtp_memory_budget,
+        incoming_dir=settings.data_dir / "incoming",
     )
 
 

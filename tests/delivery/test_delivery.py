@@ -43,6 +43,17 @@ async def test_delivered_with_headers_intact(mailroom: Mailroom, downstream: Dow
     assert attempt["recipients"] == [f"bob@{DOMAIN}"]
 
 
+async def test_a_long_line_is_delivered_intact(mailroom: Mailroom, downstream: Downstream) -> None:
+    await mailroom.route(mx(downstream.port))
+    long_line = b"<td>" + b"cell " * 300 + b"</td>"  # 1,509 bytes
+    body = b"Subject: wide\r\nFrom: alice@sender.test\r\n\r\nintro\r\n" + long_line + b"\r\nend\r\n"
+    message_id = await mailroom.send(body)
+    await mailroom.wait_state(message_id, "delivered")
+    (received,) = await downstream.wait_for_async(1)
+    assert received.data == await mailroom.gateway.raw(message_id)
+    assert received.data.endswith(b"\r\n\r\nintro\r\n" + long_line + b"\r\nend\r\n")
+
+
 async def test_weight_decides_the_share_within_one_priority(mailroom: Mailroom) -> None:
     with Downstream() as heavy, Downstream() as light:
         await mailroom.route(

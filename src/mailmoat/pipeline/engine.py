@@ -17,6 +17,8 @@ from mailmoat.pipeline.chain import Decision, decide
 from mailmoat.pipeline.rules import Demand, Finding, dmarc_rule, spam_rule, spf_rule
 from mailmoat.scanners.base import ScanInput, Scanner, ScannerUnavailable, ScanResult
 
+_BODY_COPY_MAX = 64 * 1024  # a larger body is not copied on its way through finish
+
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
@@ -152,6 +154,11 @@ class Pipeline:
         spam flag header (whether or not mailmoat sets it, so that a sender
         cannot set or clear the flag itself).
         """
+        end = raw.find(b"\r\n\r\n")
+        if end >= 0 and len(raw) - end > _BODY_COPY_MAX:
+            # Only the header section changes: the body is copied once, into the result.
+            head = self.finish(raw[: end + 4], evaluation, stamp, flag_header)
+            return b"".join((head, memoryview(raw)[end + 4 :]))
         raw = headers.remove_fields(raw, "Authentication-Results", self.hostname)
         if flag_header is not None:
             raw = headers.remove_fields(raw, flag_header[0])

@@ -31,7 +31,8 @@ from mailmoat.services.intake import (
     state_for,
 )
 from mailmoat.services.webhook_intake import post_during_data
-from mailmoat.smtp.protocol import TransactionEnvelope, normalize_newlines
+from mailmoat.smtp.budget import DEFAULT_MEMORY_BUDGET, ByteBudget
+from mailmoat.smtp.protocol import TransactionEnvelope
 from mailmoat.smtp.webhook_post import envelope_for
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,18 @@ def _reply(command: str, text: str) -> str:
 
 class GatewayHandler:
     def __init__(
-        self, intake: IntakeService, pipeline: Pipeline, *, max_recipients: int = 100
+        self,
+        intake: IntakeService,
+        pipeline: Pipeline,
+        *,
+        max_recipients: int = 100,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.intake = intake
         self.pipeline = pipeline
         self.max_recipients = max_recipients
+        # Bytes of messages being processed, for every session of this process.
+        self.budget = budget or ByteBudget(DEFAULT_MEMORY_BUDGET)
 
     async def handle_PROXY(
         self, server: SMTP, session: Session, envelope: Envelope, proxy_data: object
@@ -160,17 +168,31 @@ class GatewayHandler:
             return _reply("DATA", "451 4.3.0 Temporary local problem, try again later")
 
     async def _receive(self, session: Session, envelope: TransactionEnvelope) -> str:
+        if envelope.refusal is not None:
+            refusal = envelope.refusal
+            if not refusal.reason:  # mailmoat's own failure: the sender retries
+                return _reply("DATA", refusal.reply)
+            return await self.refuse_message(
+                session, envelope, refusal.reason, refusal.reply, size=refusal.size
+            )
+        received = envelope.received
+        assert received is not None
+        route = envelope.contexts[0].webhook
+        if route is not None and received.size > route.max_size:
+            return await self.refuse_message(
+                session, envelope, REASON_MAX_SIZE, TOO_BIG_FOR_ADDRESS, size=received.size
+            )
+        # Held as received and as it will be kept: sessions wait for their turn
+        # rather than all holding large messages at once.
+        async with self.budget.hold(2 * received.size):
+            raw = await received.load()
+            return await self._process(session, envelope, raw)
+
+    async def _process(self, session: Session, envelope: TransactionEnvelope, raw: bytes) -> str:
         profile = envelope.profile
         assert profile is not None  # aiosmtpd asks for a recipient before DATA
-        raw = normalize_newlines(envelope.original_content or b"")
         contexts = envelope.contexts
         route = contexts[0].webhook
-        if route is not None and len(raw) > route.max_size:
-            for context in contexts[:1]:
-                await self._record_refusal(
-                    session, envelope, context, REASON_MAX_SIZE, TOO_BIG_FOR_ADDRESS, size=len(raw)
-                )
-            return _reply("DATA", TOO_BIG_FOR_ADDRESS)
         incoming = Incoming(
             raw=raw,
             scope=profile.customer_id,
@@ -230,7 +252,8 @@ class GatewayHandler:
         reply: str,
     ) -> list[NewMessage]:
         now = datetime.now(UTC)
-        about = summary(incoming.raw)
+        end = incoming.raw.find(b"\r\n\r\n")
+        about = summary(incoming.raw if end < 0 else incoming.raw[: end + 4])  # no body copy
         groups: dict[str, list[RecipientContext]] = defaultdict(list)
         for context in envelope.contexts:
             groups[context.route_key].append(context)
@@ -279,6 +302,17 @@ class GatewayHandler:
             )
         return records
 
+    async def refuse_message(
+        self, session: Session, envelope: TransactionEnvelope, rule: str, reply: str, size: int = 0
+    ) -> str:
+        """Refuse a whole message at DATA with ``reply``; ``rule`` is the reason its
+        ``rejected`` records give (one per owner, like accepted mail)."""
+        groups: dict[str, list[RecipientContext]] = defaultdict(list)
+        for context in envelope.contexts:
+            groups[context.route_key].append(context)
+        await self._keep_refusal(session, envelope, list(groups.values()), rule, reply, size)
+        return _reply("DATA", reply)
+
     async def _record_refusal(
         self,
         session: Session,
@@ -286,34 +320,49 @@ class GatewayHandler:
         context: RecipientContext,
         rule: str,
         reply: str = BLOCKLISTED,
-        size: int = 0,
     ) -> None:
-        """A log record for mail refused before it was accepted, so its owner sees it."""
+        """A log record for a recipient refused at RCPT, so its owner sees it."""
+        await self._keep_refusal(session, envelope, [[context]], rule, reply, 0)
+
+    async def _keep_refusal(
+        self,
+        session: Session,
+        envelope: Envelope,
+        groups: list[list[RecipientContext]],
+        rule: str,
+        reply: str,
+        size: int,
+    ) -> None:
+        """Records of mail refused before it was accepted, so that its owners see it."""
         now = datetime.now(UTC)
-        owner = _owner(context)
-        record = NewMessage(
-            id=new_message_id(),
-            customer_id=owner.customer_id,
-            domain_id=owner.domain_id,
-            domain_name=owner.domain_name,
-            address_id=owner.address_id,
-            size=size,
-            received_at=now,
-            client_ip=_client_ip(session),
-            client_helo=session.host_name or "",
-            mail_from=_sender(envelope),
-            recipients=[(context.address, context.recipient_id)],
-            verdict="unscanned",
-            action=Action.BLOCK.value,
-            reason=rule,
-            state=MessageState.REJECTED,
-            reply=reply,
-        )
+        records = []
+        for group in groups:
+            owner = _owner(group[0])
+            records.append(
+                NewMessage(
+                    id=new_message_id(),
+                    customer_id=owner.customer_id,
+                    domain_id=owner.domain_id,
+                    domain_name=owner.domain_name,
+                    address_id=owner.address_id,
+                    size=size,
+                    received_at=now,
+                    client_ip=_client_ip(session),
+                    client_helo=session.host_name or "",
+                    mail_from=_sender(envelope),
+                    recipients=[(c.address, c.recipient_id) for c in group],
+                    verdict="unscanned",
+                    action=Action.BLOCK.value,
+                    reason=rule,
+                    state=MessageState.REJECTED,
+                    reply=reply,
+                )
+            )
         try:
-            await self.intake.keep([record])
+            await self.intake.keep(records)
         except Exception:
-            log.exception("could not record a refused recipient")
-        metrics.MESSAGES.labels("unscanned", Action.BLOCK.value, rule).inc()
+            log.exception("could not record refused mail")
+        metrics.MESSAGES.labels("unscanned", Action.BLOCK.value, rule).inc(len(records))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@
 - the ``AUTH=`` parameter Exchange adds to MAIL FROM is accepted and ignored
   (RFC 4954 allows a server without AUTH to ignore it; aiosmtpd would refuse
   the command with 555);
-- bare CR and LF in message content are turned into CRLF, so that the bytes
-  mailmoat relays can never be read as an end of data by a later server (SMTP
-  smuggling). aiosmtpd itself ends DATA only on CRLF.CRLF;
+- DATA is read by smtp/data.py rather than aiosmtpd: long lines and bare LF
+  are accepted, large messages go to a temporary file, whole-message refusals
+  reach the handler (which records them). DATA still ends only on CRLF.CRLF;
 - no AUTH: mailmoat authenticates nobody, so the command gets 502;
 - an error limit, as Postfix's ``smtpd_hard_error_limit``: a client that has had
   that many error replies since it last got mail accepted is told ``421`` and
@@ -25,6 +25,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 from mailmoat import metrics
 from mailmoat.domain.policy import Profile
 from mailmoat.services.intake import RecipientContext
+from mailmoat.smtp.data import IncomingFiles, Received, Refusal, read_data
 
 _AUTH_PARAM = re.compile(r"\s+AUTH=\S*", re.IGNORECASE)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -33,7 +34,6 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
     rf"\s*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*+(?!\()(.*)", re.DOTALL
 )
-_BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing the connection"
 NO_AUTH = "502 5.5.1 AUTH is not available: this server receives mail without authentication"
 
@@ -58,6 +58,9 @@ class TransactionEnvelope(Envelope):
         super().__init__()
         self.contexts: list[RecipientContext] = []
         self.profile: Profile | None = None
+        # Set by DATA: the content as received, or why it was refused as a whole.
+        self.received: Received | None = None
+        self.refusal: Refusal | None = None
 
 
 class ConnectionLimits:
@@ -91,27 +94,29 @@ class ConnectionLimits:
                 del self.by_ip[ip]
 
 
-def normalize_newlines(data: bytes) -> bytes:
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
-        return data  # the usual case, found without a regular expression
-    return _BARE_NEWLINE.sub(b"\r\n", data)
-
-
 class GatewaySMTP(SMTP):
     def __init__(
-        self, handler: Any, *, limits: ConnectionLimits, max_errors: int = 20, **kwargs: Any
+        self,
+        handler: Any,
+        *,
+        limits: ConnectionLimits,
+        incoming: IncomingFiles,
+        max_line_length: int,
+        max_errors: int = 20,
+        **kwargs: Any,
     ) -> None:
+        # aiosmtpd sizes its stream reader by this; a longer line arrives in parts.
+        self.line_length_limit = max_line_length + 2
         super().__init__(handler, **kwargs)
         self.limits = limits
+        self.incoming = incoming
+        self.max_line_length = max_line_length
         self.max_errors = max_errors
         self.errors = 0  # error replies since mail was last accepted in this session
-        self._last_reply = ""
 
     async def push(self, status: AnyStr) -> None:
         await super().push(status)
         reply = status if isinstance(status, str) else status.decode("utf-8", "replace")
-        self._last_reply = reply
         if not counts_as_error(reply):
             return
         self.errors += 1
@@ -123,11 +128,6 @@ class GatewaySMTP(SMTP):
             log.info("closing the session of %s after %d errors", self.session.peer, self.errors)
             await super().push(TOO_MANY_ERRORS)
             transport.close()
-
-    async def smtp_DATA(self, arg: str) -> None:
-        await super().smtp_DATA(arg)
-        if self._last_reply.startswith("250"):
-            self.errors = 0
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push(NO_AUTH)
@@ -165,3 +165,39 @@ class GatewaySMTP(SMTP):
         if arg:
             arg = _AUTH_PARAM.sub("", arg)
         await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the content with bounded memory (smtp/data.py).
+
+        A message refused as a whole (too big, a line too long) still goes to the
+        handler, with ``envelope.refusal`` set, so that its refusal is recorded."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, TransactionEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        outcome = await read_data(
+            self._reader,
+            self.incoming,
+            size_limit=self.data_size_limit,
+            max_line=self.max_line_length,
+        )
+        try:
+            if isinstance(outcome, Received):
+                envelope.received = outcome
+            else:
+                envelope.refusal = outcome
+            status = await self._call_handler_hook("DATA")
+        finally:
+            if isinstance(outcome, Received):
+                outcome.discard()
+        self.envelope = self._create_envelope()  # as aiosmtpd does after DATA
+        if status.startswith("250"):
+            self.errors = 0
+        await self.push(status)

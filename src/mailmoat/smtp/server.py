@@ -9,6 +9,8 @@ from pathlib import Path
 
 from mailmoat.pipeline.engine import Pipeline
 from mailmoat.services.intake import IntakeService
+from mailmoat.smtp.budget import DEFAULT_MEMORY_BUDGET, ByteBudget
+from mailmoat.smtp.data import IncomingFiles
 from mailmoat.smtp.handler import GatewayHandler
 from mailmoat.smtp.protocol import ConnectionLimits, GatewaySMTP
 
@@ -29,6 +31,11 @@ class SmtpOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     proxy_protocol: bool = False
+    max_line_length: int = 64 * 1024
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    # Messages being received that are too big to hold in memory; by default
+    # ``incoming/`` next to the spool.
+    incoming_dir: Path | None = None
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -42,7 +49,15 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 class SmtpServer:
     def __init__(self, intake: IntakeService, pipeline: Pipeline, options: SmtpOptions) -> None:
         self.options = options
-        self.handler = GatewayHandler(intake, pipeline, max_recipients=options.max_recipients)
+        self.handler = GatewayHandler(
+            intake,
+            pipeline,
+            max_recipients=options.max_recipients,
+            budget=ByteBudget(options.memory_budget),
+        )
+        self.incoming = IncomingFiles(
+            options.incoming_dir or intake.contents.spool.root.parent / "incoming"
+        )
         self.limits = ConnectionLimits(options.max_connections, options.max_connections_per_ip)
         self._tls = (
             tls_context(options.tls_cert, options.tls_key)
@@ -56,6 +71,8 @@ class SmtpServer:
             self.handler,
             limits=self.limits,
             max_errors=self.options.max_errors,
+            incoming=self.incoming,
+            max_line_length=self.options.max_line_length,
             data_size_limit=self.options.max_message_size,
             enable_SMTPUTF8=True,
             hostname=self.options.hostname,
@@ -66,6 +83,7 @@ class SmtpServer:
         )
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        self.incoming.sweep()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol, host=host, port=port, reuse_port=reuse_port or None
