@@ -65,6 +65,8 @@ class LogThrottle:
 
     def recovered(self, what: str, message: str, *args: object) -> None:
         """``what`` works again: log ``message`` if it had failed, and forget it."""
+        if not self._seen:
+            return
         keys = [key for key in self._seen if key[0] == what]
         if not keys:
             return
@@ -76,6 +78,12 @@ class LogThrottle:
 
 
 def _identity(exc: BaseException | None) -> Hashable:
+    """What makes two failures the same: the exception's type and the cause's reason
+    (the driver's error, the errno), not SQL parameters, times or message ids."""
     if exc is None:
         return None
-    return (type(exc).__qualname__, str(exc)[:500])
+    cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+    if isinstance(cause, OSError) and cause.errno is not None:
+        return (type(exc).__qualname__, type(cause).__qualname__, cause.errno)
+    lines = str(cause).strip().splitlines()
+    return (type(exc).__qualname__, type(cause).__qualname__, lines[0][:200] if lines else "")

@@ -96,8 +96,11 @@ def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
-        if await services.db.ping():
+        """200 while this node can accept mail; else 503 naming the failed checks."""
+        health = await services.health.check()
+        if health.ok:
             return JSONResponse({"status": "ok"})
-        return error_response(503, "database unreachable")
+        failed = [f"{check}: {reason}" for check, reason in health.failures.items()]
+        return error_response(503, "this node cannot accept mail: " + "; ".join(failed), failed)
 
     return app

@@ -16,6 +16,7 @@ from mailmoat.services.console_policy import ConsolePolicy
 from mailmoat.services.console_sessions import ConsoleSessions
 from mailmoat.services.customers import CustomerService
 from mailmoat.services.domains import DomainService
+from mailmoat.services.health import DEFAULT_CACHE_SECONDS, DEFAULT_MIN_FREE, HealthService
 from mailmoat.services.intake import IntakeService
 from mailmoat.services.keys import KeyService
 from mailmoat.services.lists import ListService
@@ -61,6 +62,7 @@ class Services:
     webhook_statuses: WebhookStatusService
     webhook_secrets: WebhookSecrets
     sending_domains: SendingDomainService
+    health: HealthService
 
     async def close(self) -> None:
         """Commit what is pending; call before the database is disposed of."""
@@ -81,6 +83,8 @@ async def build_services(
     webhooks: WebhookPolicy | None = None,
     sending: SendingPolicy | None = None,
     resolver: DnsLookup | None = None,
+    health_min_free: int = DEFAULT_MIN_FREE,
+    health_cache_seconds: float = DEFAULT_CACHE_SECONDS,
 ) -> Services:
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
@@ -118,4 +122,7 @@ async def build_services(
         webhook_statuses=WebhookStatusService(database),
         webhook_secrets=WebhookSecrets(database),
         sending_domains=SendingDomainService(database, sending, resolver),
+        health=HealthService(
+            database, spool_dir, min_free=health_min_free, cache_seconds=health_cache_seconds
+        ),
     )
