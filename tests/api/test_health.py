@@ -122,10 +122,10 @@ async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             frozen.extend([*files, data])
             _chattr("+i", *files, data)
         else:
+            assert PG_URL is not None
             name = make_url(url).database
-            conn = await asyncpg.connect(
-                make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-            )  # type: ignore[arg-type]
+            admin = make_url(PG_URL).set(drivername="postgresql")
+            conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
             try:
                 await conn.execute(
                     f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
