@@ -184,6 +184,7 @@ class GatewayHandler:
         except Exception as exc:
             failures.failed("keep", exc, "could not keep message from %s", incoming.client_ip)
             return _reply("DATA", "451 4.3.0 Temporary failure storing the message, try again")
+        failures.recovered("keep", "keeping messages works again")
         metrics.MESSAGES.labels(
             evaluation.verdict, evaluation.action.value, evaluation.decision.reason
         ).inc(len(records))
