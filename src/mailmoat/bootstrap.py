@@ -68,6 +68,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             sending=settings.sending_policy,
             resolver=DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout),
             targets=settings.address_policy,
+            health_min_free=settings.health_min_free_space,
+            health_cache_seconds=settings.health_check_interval,
         )
         try:
             yield services

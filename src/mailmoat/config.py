@@ -81,6 +81,15 @@ class Settings(BaseSettings):
         5.0, ge=0, le=300, description="how long a node trusts an API key it has checked"
     )
     log_level: str = "info"
+    health_min_free_space: int = Field(
+        100 * 1024 * 1024,
+        ge=0,
+        description="bytes that must be free in the data directory (spool, SQLite) for "
+        "/healthz to answer 200",
+    )
+    health_check_interval: float = Field(
+        5.0, ge=0, le=300, description="seconds /healthz reuses the result of its checks"
+    )
 
     # SMTP intake
     smtp_hostname: str = Field(

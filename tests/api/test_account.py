@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -201,6 +202,47 @@ async def test_report_content_must_be_a_message(
     )
     assert_error(response, 400)
     assert await stored_reports(services) == []
+
+
+def _json_report(message: str, **envelope: str) -> bytes:
+    """A report body as a client's JSON encoder writes it (``\\udcff`` for a lone surrogate)."""
+    body: dict[str, Any] = {"messageContent": message}
+    if envelope:
+        body["smtpEnvelopeInformation"] = envelope
+    return json.dumps(body).encode("ascii")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _json_report(MESSAGE.replace("Click here.", "caf\udcff")),
+        _json_report(MESSAGE.replace("Subject: You won", "Subject: \udce9t\udce9")),
+        _json_report(MESSAGE, rcptTo="alice@example.com\udcff"),
+        _json_report(MESSAGE).replace(b"Click here.", b"caf\xff"),
+    ],
+    ids=["surrogate-in-body", "surrogate-in-header", "surrogate-in-envelope", "raw-0xff"],
+)
+async def test_report_content_that_is_not_unicode_is_400(
+    services: Services, acme: Tenant, body: bytes
+) -> None:
+    await received(services, "example.com", "<abc123@bad.example>")
+    response = await acme.client.post(
+        "/report",
+        params={"report_type": "false_negative"},
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(response, 400)
+    assert await stored_reports(services) == []
+
+
+async def test_report_content_in_utf8_is_kept(services: Services, acme: Tenant) -> None:
+    await received(services, "example.com", "<abc123@bad.example>")
+    content = MESSAGE.replace("Click here.", "Café, 日本語, \U0001f600")
+    response = await report(acme.client, messageContent=content)
+    assert response.status_code == 204, response.text
+    [stored] = await stored_reports(services)
+    assert stored.message_content == content
 
 
 async def test_report_without_body_is_rejected(services: Services, acme: Tenant) -> None:

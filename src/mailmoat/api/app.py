@@ -13,6 +13,7 @@ from mailmoat import __version__, metrics
 from mailmoat.api.cloudmailin import addresses as cloudmailin_addresses
 from mailmoat.api.cloudmailin import sending_domains as cloudmailin_sending_domains
 from mailmoat.api.cloudmailin import statuses as cloudmailin_statuses
+from mailmoat.api.docs import install_docs
 from mailmoat.api.errors import error_response, install_error_handlers
 from mailmoat.api.inbound_v1 import account, domains, lists, messages
 from mailmoat.api.ratelimit import RateLimiter
@@ -67,7 +68,7 @@ def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_url=f"{INBOUND_PREFIX}/openapi.json",
-        docs_url=f"{INBOUND_PREFIX}/docs",
+        docs_url=None,  # served by install_docs, from mailmoat's own copy of Swagger UI
         redoc_url=None,
     )
     app.state.services = services
@@ -84,6 +85,7 @@ def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
         app.include_router(cloudmailin_module.router)
 
     app.openapi = lambda: _openapi_with_error_shape(app)  # type: ignore[method-assign]
+    install_docs(app, INBOUND_PREFIX)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -94,8 +96,11 @@ def create_api(services: Services, rate_limiter: RateLimiter) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
-        if await services.db.ping():
+        """200 while this node can accept mail; else 503 naming the failed checks."""
+        health = await services.health.check()
+        if health.ok:
             return JSONResponse({"status": "ok"})
-        return error_response(503, "database unreachable")
+        failed = [f"{check}: {reason}" for check, reason in health.failures.items()]
+        return error_response(503, "this node cannot accept mail: " + "; ".join(failed), failed)
 
     return app

@@ -32,6 +32,7 @@ from mailmoat.db.spool import Spool
 from mailmoat.delivery.attempt import Attempt
 from mailmoat.delivery.spool_sweeper import SpoolSweeper
 from mailmoat.domain.downstream import DownstreamAddress
+from mailmoat.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        # A read-only database or a full disk fails every round the same way.
+        self._failures = LogThrottle(log)
 
     # -- taking new mail straight from intake (services.intake.LocalDelivery) --------
 
@@ -170,8 +173,10 @@ class DeliveryWorker:
         try:
             now = datetime.now(UTC)
             await self.commits.run(lambda c: queue_repo.release(c, self.name, keys, now))
-        except Exception:
-            log.exception("could not give %d messages back to the queue", len(keys))
+        except Exception as exc:
+            self._failures.failed(
+                "give back", exc, "could not give %d messages back to the queue", len(keys)
+            )
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
@@ -181,8 +186,14 @@ class DeliveryWorker:
                 try:
                     free -= await self._poll_queue(free)
                     free -= await self._start_handed(free)
-                except Exception:
-                    log.exception("claiming queued mail failed; trying again shortly")
+                except Exception as exc:
+                    # Not at once: after a poll interval, as when the queue is idle.
+                    self._next_poll = time.monotonic() + self.options.poll_interval
+                    self._failures.failed(
+                        "claim", exc, "claiming queued mail failed; trying again shortly"
+                    )
+                else:
+                    self._failures.recovered("claim", "claiming queued mail works again")
             timeout = max(self._next_poll - time.monotonic(), 0.01)
             if free <= 0:
                 timeout = self.options.poll_interval  # a finished attempt wakes us
@@ -262,10 +273,13 @@ class DeliveryWorker:
             done = await self.commits.run_merged(
                 queue_repo.complete_merged, (self.name, outcome, now)
             )
-        except Exception:
+        except Exception as exc:
             # The lease runs out and the message is tried again: nothing is lost.
-            log.exception("recording the delivery of message %s failed", job.message_id)
+            self._failures.failed(
+                "record", exc, "recording the delivery of message %s failed", job.message_id
+            )
             return
+        self._failures.recovered("record", "recording deliveries works again")
         if not done:
             metrics.DELIVERY_LEASES_LOST.inc()
             log.warning(
@@ -280,8 +294,8 @@ class DeliveryWorker:
         while not self._stopping:
             try:
                 await self.sweeper.sweep()
-            except Exception:
-                log.exception("sweeping the spool failed")
+            except Exception as exc:
+                self._failures.failed("sweep", exc, "sweeping the spool failed")
             await asyncio.sleep(self.options.sweep_interval)
 
     async def _renew_loop(self) -> None:
@@ -296,5 +310,7 @@ class DeliveryWorker:
                 await self.commits.run(
                     functools.partial(queue_repo.renew, owner=self.name, keys=keys, until=until)
                 )
-            except Exception:
-                log.exception("renewing delivery leases failed")
+            except Exception as exc:
+                self._failures.failed("renew", exc, "renewing delivery leases failed")
+            else:
+                self._failures.recovered("renew", "renewing delivery leases works again")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import enum
-import re
-import re._parser as sre_parser  # type: ignore[import-not-found]  # no stubs; stable in 3.11+
 import secrets
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from mailmoat.domain.addresses import is_public_address as is_public_address  # re-exported
+from mailmoat.domain.local_patterns import (
+    LocalPartPattern,
+    PatternError,
+    compile_local_pattern,
+)
 from mailmoat.domain.names import DomainName, InvalidName, parse_domain
 
-MAX_PATTERN = 500
 MAX_TARGET = 2048
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 
@@ -87,77 +89,22 @@ def custom_domain_keys(domain_ascii: str) -> tuple[str, ...]:
     return (domain_ascii,)
 
 
-MAX_REPEATS = 3  # quantifiers that may repeat more than once, in one pattern
-
-
-def compile_pattern(pattern: str | None) -> re.Pattern[str] | None:
-    """A custom domain's local-part pattern, checked when it is set.
-
-    Patterns run at RCPT time on the SMTP event loop, and Python's engine
-    backtracks: shapes that can take exponential time (a repeat inside a repeat,
-    alternatives inside a repeat, back-references) or many repeats are refused, so
-    that a match over a local part (64 characters at most) stays quick.
-    """
+def compile_pattern(pattern: str | None) -> LocalPartPattern | None:
+    """A custom domain's local-part pattern, checked when it is set: InvalidName
+    when it is too long or not one RE2 compiles (see domain/local_patterns.py)."""
     if pattern is None or pattern == "":
         return None
-    if len(pattern) > MAX_PATTERN:
-        raise InvalidName(f"pattern is longer than {MAX_PATTERN} characters")
     try:
-        compiled = re.compile(pattern, re.IGNORECASE)
-        tree = sre_parser.parse(pattern)
-    except re.error as exc:
-        raise InvalidName(f"pattern is not a valid regular expression: {exc}") from None
-    counted = [0]
-    problem = _slow_shape(list(tree.data), inside_repeat=False, repeats=counted)
-    if problem is None and counted[0] > MAX_REPEATS:
-        problem = f"more than {MAX_REPEATS} repeating parts"
-    if problem is not None:
-        raise InvalidName(
-            f"pattern could take too long to match ({problem}); use character classes "
-            "such as [a-z]+ or list the local parts, as in ^(support|sales)$"
-        )
-    return compiled
-
-
-_REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
-
-
-def _slow_shape(items: list[Any], *, inside_repeat: bool, repeats: list[int]) -> str | None:
-    """Why a parsed pattern may backtrack badly, or None."""
-    for op, value in items:
-        name = str(op)
-        if name in _REPEATS:
-            _, high, sub = value
-            many = high > 1
-            if many:
-                if inside_repeat:
-                    return "a repeat inside a repeat"
-                repeats[0] += 1
-            found = _slow_shape(list(sub), inside_repeat=inside_repeat or many, repeats=repeats)
-        elif name == "SUBPATTERN":
-            found = _slow_shape(list(value[-1]), inside_repeat=inside_repeat, repeats=repeats)
-        elif name == "BRANCH":
-            if inside_repeat:
-                return "alternatives inside a repeat"
-            found = None
-            for branch in value[1]:
-                found = found or _slow_shape(
-                    list(branch), inside_repeat=inside_repeat, repeats=repeats
-                )
-        elif name in ("GROUPREF", "GROUPREF_EXISTS"):
-            return "a back-reference"
-        elif name in ("ASSERT", "ASSERT_NOT"):
-            found = _slow_shape(list(value[1]), inside_repeat=inside_repeat, repeats=repeats)
-        else:
-            found = None
-        if found is not None:
-            return found
-    return None
+        return compile_local_pattern(pattern)
+    except PatternError as exc:
+        raise InvalidName(str(exc)) from None
 
 
 def pattern_allows(pattern: str | None, local_part: str) -> bool:
+    """Whether a custom domain's pattern takes ``local_part``, matched whole and in
+    any case; InvalidName for a stored pattern that can no longer be compiled."""
     compiled = compile_pattern(pattern)
-    return compiled is None or compiled.fullmatch(local_part) is not None
+    return compiled is None or compiled.fullmatch(local_part)
 
 
 @dataclass(frozen=True, slots=True)

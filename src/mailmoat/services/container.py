@@ -17,6 +17,7 @@ from mailmoat.services.console_policy import ConsolePolicy
 from mailmoat.services.console_sessions import ConsoleSessions
 from mailmoat.services.customers import CustomerService
 from mailmoat.services.domains import DomainService
+from mailmoat.services.health import DEFAULT_CACHE_SECONDS, DEFAULT_MIN_FREE, HealthService
 from mailmoat.services.intake import IntakeService
 from mailmoat.services.keys import KeyService
 from mailmoat.services.lists import ListService
@@ -62,6 +63,7 @@ class Services:
     webhook_statuses: WebhookStatusService
     webhook_secrets: WebhookSecrets
     sending_domains: SendingDomainService
+    health: HealthService
 
     async def close(self) -> None:
         """Commit what is pending; call before the database is disposed of."""
@@ -83,6 +85,8 @@ async def build_services(
     sending: SendingPolicy | None = None,
     resolver: DnsLookup | None = None,
     targets: AddressPolicy | None = None,
+    health_min_free: int = DEFAULT_MIN_FREE,
+    health_cache_seconds: float = DEFAULT_CACHE_SECONDS,
 ) -> Services:
     """``targets``: the address policy of downstream servers; webhook targets follow
     it with their own allowance (``webhooks.allow_private_targets``)."""
@@ -123,4 +127,7 @@ async def build_services(
         webhook_statuses=WebhookStatusService(database),
         webhook_secrets=WebhookSecrets(database),
         sending_domains=SendingDomainService(database, sending, resolver),
+        health=HealthService(
+            database, spool_dir, min_free=health_min_free, cache_seconds=health_cache_seconds
+        ),
     )

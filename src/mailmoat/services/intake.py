@@ -65,6 +65,10 @@ class NoSuchRecipient(Exception):
     """The domain routes to a webhook here, but not this local part."""
 
 
+class RecipientUnavailable(Exception):
+    """Mail to this recipient cannot be taken for now (a temporary failure)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecipientContext:
     """Everything filtering needs to know about one accepted recipient.
@@ -234,7 +238,13 @@ class IntakeService:
                 best = next((found[k] for k in keys if k in found), None)
                 if best is None:
                     return None
-                if not pattern_allows(best.pattern, address.local):
+                try:
+                    allowed = pattern_allows(best.pattern, address.local)
+                except InvalidName as exc:  # stored before patterns were checked by RE2
+                    raise RecipientUnavailable(
+                        f"custom domain {best.name_ascii}: its pattern must be set again ({exc})"
+                    ) from None
+                if not allowed:
                     raise NoSuchRecipient(address.ascii)
                 route = best.address
             entries = await list_entries(session, route.customer_id, ("account",))

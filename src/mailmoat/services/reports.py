@@ -35,10 +35,26 @@ class ReportInput:
     sending_host: str | None = None
 
 
+def _check_text(value: str, field: str) -> None:
+    """400 unless ``value`` is Unicode text that can be stored: no NUL, no lone surrogate.
+
+    JSON can carry a lone surrogate escape (``\\udcff``, which some clients write for a
+    byte that is not UTF-8); the database keeps text as UTF-8, which cannot hold it.
+    """
+    if "\x00" in value:
+        raise InvalidInput(f"{field} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{field} is not valid Unicode text: a lone surrogate ({value[exc.start]!a}) "
+            f"at character {exc.start}; send the message as UTF-8 text"
+        ) from None
+
+
 def _message_id(content: str) -> str | None:
     """The Message-ID of an RFC 5322 message, whitespace collapsed; 400 if it is not one."""
-    if "\x00" in content:
-        raise InvalidInput("messageContent must not contain NUL characters")
+    _check_text(content, "messageContent")
     if len(content.encode("utf-8", "surrogatepass")) > MAX_REPORT_BYTES:
         raise InvalidInput("messageContent is larger than 25 MiB")
     head = content.lstrip("\r\n").split("\n", 1)[0]
@@ -55,8 +71,7 @@ def _message_id(content: str) -> str | None:
 def _clip(value: str | None, size: int) -> str | None:
     if value is None:
         return None
-    if "\x00" in value:
-        raise InvalidInput("envelope fields must not contain NUL characters")
+    _check_text(value, "envelope fields")
     return value[:size]
 
 

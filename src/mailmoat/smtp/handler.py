@@ -16,6 +16,7 @@ from mailmoat.domain.policy import Action
 from mailmoat.domain.sender_lists import Sender
 from mailmoat.domain.settings import DEFAULT_SPAM_HEADER_NAME, DEFAULT_SPAM_HEADER_VALUE
 from mailmoat.domain.webhooks import REASON_MAX_SIZE, DeliveryMode
+from mailmoat.log_throttle import LogThrottle
 from mailmoat.pipeline.engine import Evaluation, Incoming, Pipeline, Stamp
 from mailmoat.pipeline.headers import summary
 from mailmoat.scanners.base import ScannerUnavailable
@@ -36,6 +37,7 @@ from mailmoat.smtp.protocol import TransactionEnvelope
 from mailmoat.smtp.webhook_post import envelope_for
 
 log = logging.getLogger(__name__)
+failures = LogThrottle(log)  # a read-only database or a full disk fails every message
 
 BLOCKLISTED = "550 5.7.1 Sender is blocked by the recipient's blocklist"
 TOO_BIG_FOR_ADDRESS = "552 5.3.4 Message too big for this address"
@@ -122,8 +124,8 @@ class GatewayHandler:
             return _reply("RCPT", "553 5.1.3 Recipient address is not valid")
         except NoSuchRecipient:
             return _reply("RCPT", NO_SUCH_RECIPIENT)
-        except Exception:
-            log.exception("recipient lookup failed for %r", address)
+        except Exception as exc:
+            failures.failed("recipient lookup", exc, "recipient lookup failed for %r", address)
             return _reply("RCPT", "451 4.3.0 Temporary failure, try again later")
         if context is None:
             return _reply("RCPT", "550 5.7.1 Relaying denied: recipient domain is not served here")
@@ -162,9 +164,11 @@ class GatewayHandler:
         assert isinstance(envelope, TransactionEnvelope)
         try:
             return await self._receive(session, envelope)
-        except Exception:
+        except Exception as exc:
             # Never a 5xx for mailmoat's own failure: the sender would bounce the mail.
-            log.exception("message from %s could not be handled", _client_ip(session))
+            failures.failed(
+                "data", exc, "message from %s could not be handled", _client_ip(session)
+            )
             return _reply("DATA", "451 4.3.0 Temporary local problem, try again later")
 
     async def _receive(self, session: Session, envelope: TransactionEnvelope) -> str:
@@ -225,9 +229,10 @@ class GatewayHandler:
             return _reply("DATA", answer)
         try:
             await self.intake.keep(records, envelope.contexts)
-        except Exception:
-            log.exception("could not keep message from %s", incoming.client_ip)
+        except Exception as exc:
+            failures.failed("keep", exc, "could not keep message from %s", incoming.client_ip)
             return _reply("DATA", "451 4.3.0 Temporary failure storing the message, try again")
+        failures.recovered("keep", "keeping messages works again")
         metrics.MESSAGES.labels(
             evaluation.verdict, evaluation.action.value, evaluation.decision.reason
         ).inc(len(records))
@@ -360,8 +365,8 @@ class GatewayHandler:
             )
         try:
             await self.intake.keep(records)
-        except Exception:
-            log.exception("could not record refused mail")
+        except Exception as exc:
+            failures.failed("refusal", exc, "could not record refused mail")
         metrics.MESSAGES.labels("unscanned", Action.BLOCK.value, rule).inc(len(records))
 
 
