@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +10,7 @@ from mailmoat.db.contents import DEFAULT_INLINE_MAX, MessageStore
 from mailmoat.db.database import Database
 from mailmoat.db.group_commit import GroupCommit
 from mailmoat.db.spool import Spool
+from mailmoat.domain.claims import NameRules
 from mailmoat.services.console import ConsoleService
 from mailmoat.services.console_policy import ConsolePolicy
 from mailmoat.services.console_sessions import ConsoleSessions
@@ -21,6 +21,7 @@ from mailmoat.services.keys import KeyService
 from mailmoat.services.lists import ListService
 from mailmoat.services.login_links import LoginLinkService
 from mailmoat.services.messages import MessageService
+from mailmoat.services.name_claims import NameClaims
 from mailmoat.services.queue import QueueService
 from mailmoat.services.reports import Learner, ReportService
 from mailmoat.services.secrets import load_hasher
@@ -36,8 +37,6 @@ class WebhookPolicy:
     address_domain: str = "webhooks.invalid"
     allow_private_targets: bool = False
     size_limit: int = 25 * 1024 * 1024
-    # Injected by the composition root (the public suffix list lives in pipeline/).
-    is_public_suffix: Callable[[str], bool] = lambda name: "." not in name
 
 
 @dataclass(slots=True)
@@ -81,14 +80,19 @@ async def build_services(
     webhooks: WebhookPolicy | None = None,
     sending: SendingPolicy | None = None,
     resolver: DnsLookup | None = None,
+    names: NameRules | None = None,
 ) -> Services:
+    """``names``: the rule of which names customers may hold, from the composition
+    root (the public suffix list lives in pipeline/); the webhook address domain is
+    added to its own names here."""
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
     contents = MessageStore(database, Spool(spool_dir), inline_content_max)
     commits = GroupCommit(database)
     policy = console_policy or ConsolePolicy()
     hooks = webhooks or WebhookPolicy()
-    domains = DomainService(database, keys, hooks.address_domain)
+    claims = NameClaims((names or NameRules()).with_own_names([hooks.address_domain]))
+    domains = DomainService(database, keys, hooks.address_domain, claims)
     lists = ListService(database)
     reports = ReportService(database, learner)
     messages = MessageService(database, contents, policy.quarantine_retention)
@@ -113,7 +117,7 @@ async def build_services(
             hooks.address_domain,
             allow_private_targets=hooks.allow_private_targets,
             size_limit=hooks.size_limit,
-            is_public_suffix=hooks.is_public_suffix,
+            claims=claims,
         ),
         webhook_statuses=WebhookStatusService(database),
         webhook_secrets=WebhookSecrets(database),
