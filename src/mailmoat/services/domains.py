@@ -464,11 +464,13 @@ class DomainService:
                 ),
             )
 
-        for i, reason in (await self._claim_new(session, caller, fresh)).items():
-            if single:
-                raise Conflict(reason)
-            results[i] = ItemResult(parsed[i][0].unicode, Conflict.code, reason)
-            del fresh[i]
+        if single:  # a refusal rolls back the whole transaction: no savepoint needed
+            for new in fresh.values():
+                await self.claims.take_all(session, caller.customer_id, new.claims, new.shown)
+        else:
+            for i, reason in (await self._claim_new(session, caller, fresh)).items():
+                results[i] = ItemResult(parsed[i][0].unicode, Conflict.code, reason)
+                del fresh[i]
         new_rows = [new.row for new in fresh.values()]
         limit = subscription.domain_limit
         if new_rows and limit is not None:
