@@ -357,3 +357,21 @@ async def test_the_settings_name_mailmoats_own_names(tmp_path: Path) -> None:
                 "/domains", json={"domain": "customer.example", "subscriptionHandle": "acme"}
             )
             assert response.status_code == 201, response.text
+
+
+async def test_a_customer_releasing_and_claiming_at_once_keeps_its_parents(
+    make_tenant: TenantFactory, create: Create
+) -> None:
+    """Deleting one name while adding its sibling: the parent stays held."""
+    holder = await make_tenant("holder")
+    claimant = await make_tenant("claimant")
+    for round_ in range(12):
+        zone = f"zone{round_}.example.com"
+        await provision(holder.client, f"old.{zone}", holder.subscription)
+        gone, added = await asyncio.gather(
+            holder.client.delete(f"/domains/old.{zone}"),
+            create(holder, "domain", f"new.{zone}"),
+        )
+        assert gone.status_code == 204, gone.text
+        created(added)
+        assert_error(await create(claimant, "domain", zone), 409)
