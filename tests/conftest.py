@@ -24,14 +24,16 @@ from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
 from mailmoat.db.tables import Base
 from mailmoat.domain.addresses import AddressPolicy
+from mailmoat.domain.claims import NameRules
 from mailmoat.pipeline.auth import is_public_suffix
-from mailmoat.services.container import Services, WebhookPolicy, build_services
+from mailmoat.services.container import Services, build_services
 from tests.daemons import rspamd_url, spamd_port  # noqa: F401  (session fixtures, one daemon each)
 from tests.scratch_pg import throwaway_postgres
 
 PG_URL = os.environ.get("MAILMOAT_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("MAILMOAT_TEST_REDIS_URL")
 PUBLIC_URL = "https://gateway.test"
+OWN_HOSTNAME = "mx.gateway.test"  # mailmoat's host name as the services know it
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 
@@ -69,10 +71,10 @@ async def database_services(
         login_link_lifetime=timedelta(minutes=15),
         spool_dir=tmp_path_factory.mktemp("spool"),
         learner=bayes_learner(database, threshold=5.0),
-        webhooks=WebhookPolicy(is_public_suffix=is_public_suffix),
         # The downstream servers of the tests listen on 127.0.0.1: the operator's
         # allowance. Webhook targets stay refused unless a test allows them.
         targets=AddressPolicy(allow_private=True),
+        names=NameRules(is_public_suffix).with_own_names([OWN_HOSTNAME]),
     )
     yield services
     await services.close()

@@ -13,6 +13,7 @@ from mailmoat.config import Settings
 from mailmoat.db.bayes_store import DatabaseTokenStore
 from mailmoat.db.database import Database
 from mailmoat.db.migrate import migrate
+from mailmoat.domain.claims import NameRules
 from mailmoat.failures import DATABASE_ERRORS, data_dir_failure, database_failure
 from mailmoat.pipeline.auth import is_public_suffix
 from mailmoat.pipeline.dns import DnsResolver, parse_dns_servers
@@ -63,13 +64,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 address_domain=settings.effective_webhook_domain,
                 allow_private_targets=settings.webhook_allow_private,
                 size_limit=settings.smtp_max_message_size,
-                is_public_suffix=is_public_suffix,
             ),
             sending=settings.sending_policy,
             resolver=DnsResolver(parse_dns_servers(settings.dns_servers), settings.dns_timeout),
             targets=settings.address_policy,
             health_min_free=settings.health_min_free_space,
             health_cache_seconds=settings.health_check_interval,
+            names=NameRules(is_public_suffix).with_own_names(
+                [settings.smtp_hostname, settings.effective_webhook_domain]
+            ),
         )
         try:
             yield services

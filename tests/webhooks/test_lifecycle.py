@@ -80,7 +80,7 @@ async def test_a_custom_domain_cannot_be_provisioned_by_someone_else(
 async def test_the_address_domain_cannot_be_provisioned(hooks: Hooks) -> None:
     address = await hooks.address()
     tenant = hooks.gateway.tenant
-    await provision(tenant.client, ADDRESS_DOMAIN, tenant.subscription, status=409)
+    await provision(tenant.client, ADDRESS_DOMAIN, tenant.subscription, status=400)
     transcript = await hooks.send(simple_message(), address["email"])
     assert transcript.data_code == 250, transcript
     assert len(hooks.listener.hits) == 1

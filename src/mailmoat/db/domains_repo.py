@@ -61,6 +61,19 @@ async def alias_owner(session: AsyncSession, name_ascii: str) -> Domain | None:
     )
 
 
+async def alias_names_of(session: AsyncSession, domain_ids: str | Sequence[str]) -> list[str]:
+    """The alias names of a domain, or of several."""
+    ids = [domain_ids] if isinstance(domain_ids, str) else list(domain_ids)
+    found: list[str] = []
+    for part in chunks(ids):
+        found.extend(
+            await session.scalars(
+                select(DomainAlias.name_ascii).where(DomainAlias.domain_id.in_(part))
+            )
+        )
+    return found
+
+
 async def alias_owners(session: AsyncSession, names: Sequence[str]) -> dict[str, Domain]:
     """Map of alias name → the domain it is an alias of, for names in use as aliases."""
     found: dict[str, Domain] = {}

@@ -242,6 +242,25 @@ class CustomDomain(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ClaimedName(Base):
+    """Who holds a name mail is routed by, one row per name across every kind.
+
+    ``kind`` is domain, alias or custom-domain, with ``owner_id`` the domain (of a
+    domain or its alias) or custom domain holding the name; or "parent", with no
+    owner, for a parent the customer holds because it holds names under it (see
+    domain/claims.py). The primary key is what makes two customers' claims exclude
+    each other, also when they race.
+    """
+
+    __tablename__ = "claimed_names"
+    name_ascii: Mapped[str] = mapped_column(String(255), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    owner_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
 class WebhookSecret(Base):
     """A customer's webhook signing secret; the newest signs, the one before it too for
     a while after a rotation."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +11,7 @@ from mailmoat.db.database import Database
 from mailmoat.db.group_commit import GroupCommit
 from mailmoat.db.spool import Spool
 from mailmoat.domain.addresses import AddressPolicy
+from mailmoat.domain.claims import NameRules
 from mailmoat.services.console import ConsoleService
 from mailmoat.services.console_policy import ConsolePolicy
 from mailmoat.services.console_sessions import ConsoleSessions
@@ -23,6 +23,7 @@ from mailmoat.services.keys import KeyService
 from mailmoat.services.lists import ListService
 from mailmoat.services.login_links import LoginLinkService
 from mailmoat.services.messages import MessageService
+from mailmoat.services.name_claims import NameClaims
 from mailmoat.services.queue import QueueService
 from mailmoat.services.reports import Learner, ReportService
 from mailmoat.services.secrets import load_hasher
@@ -38,8 +39,6 @@ class WebhookPolicy:
     address_domain: str = "webhooks.invalid"
     allow_private_targets: bool = False
     size_limit: int = 25 * 1024 * 1024
-    # Injected by the composition root (the public suffix list lives in pipeline/).
-    is_public_suffix: Callable[[str], bool] = lambda name: "." not in name
 
 
 @dataclass(slots=True)
@@ -87,9 +86,13 @@ async def build_services(
     targets: AddressPolicy | None = None,
     health_min_free: int = DEFAULT_MIN_FREE,
     health_cache_seconds: float = DEFAULT_CACHE_SECONDS,
+    names: NameRules | None = None,
 ) -> Services:
     """``targets``: the address policy of downstream servers; webhook targets follow
-    it with their own allowance (``webhooks.allow_private_targets``)."""
+    it with their own allowance (``webhooks.allow_private_targets``). ``names``: the
+    rule of which names customers may hold, from the composition root (the public
+    suffix list lives in pipeline/); the webhook address domain is added to its own
+    names here."""
     hasher = await load_hasher(database, secret_key)
     keys = KeyService(database, hasher, key_cache_seconds)
     contents = MessageStore(database, Spool(spool_dir), inline_content_max)
@@ -97,7 +100,8 @@ async def build_services(
     policy = console_policy or ConsolePolicy()
     hooks = webhooks or WebhookPolicy()
     smtp_targets = targets or AddressPolicy()
-    domains = DomainService(database, keys, hooks.address_domain, smtp_targets)
+    claims = NameClaims((names or NameRules()).with_own_names([hooks.address_domain]))
+    domains = DomainService(database, keys, hooks.address_domain, smtp_targets, claims)
     lists = ListService(database)
     reports = ReportService(database, learner)
     messages = MessageService(database, contents, policy.quarantine_retention)
@@ -122,7 +126,7 @@ async def build_services(
             hooks.address_domain,
             targets=smtp_targets.allowing(hooks.allow_private_targets),
             size_limit=hooks.size_limit,
-            is_public_suffix=hooks.is_public_suffix,
+            claims=claims,
         ),
         webhook_statuses=WebhookStatusService(database),
         webhook_secrets=WebhookSecrets(database),

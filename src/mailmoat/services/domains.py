@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailmoat.db import domains_repo as repo
 from mailmoat.db import webhook_repo
+from mailmoat.db.claims_repo import Claim
 from mailmoat.db.database import Database
 from mailmoat.db.inline_sqlite import InlineSqlite, InlineUnavailable
 from mailmoat.db.tables import (
@@ -30,10 +31,11 @@ from mailmoat.db.tables import (
     DownstreamAddress as DownstreamRow,
 )
 from mailmoat.domain.addresses import AddressPolicy
+from mailmoat.domain.claims import NameRules
 from mailmoat.domain.downstream import MAX_DOWNSTREAM_ADDRESSES, DownstreamAddress
 from mailmoat.domain.names import DomainName
 from mailmoat.domain.settings import AbusePolicy, DomainSettings
-from mailmoat.services import audit
+from mailmoat.services import audit, name_claims
 from mailmoat.services.caller import Caller
 from mailmoat.services.domain_models import (
     DomainSections,
@@ -50,6 +52,7 @@ from mailmoat.services.errors import (
     ServiceError,
 )
 from mailmoat.services.keys import KeyService
+from mailmoat.services.name_claims import NameClaims
 
 MAX_BATCH = 1000
 MAX_PAGE = 5000
@@ -59,6 +62,16 @@ MAX_PAGE = 5000
 class BatchItem:
     name: str
     sections: DomainSections
+
+
+@dataclass(frozen=True, slots=True)
+class _NewDomain:
+    """A domain a batch creates: its row, the rows under it, the names it claims."""
+
+    row: dict[str, Any]
+    children: dict[Any, list[dict[str, Any]]]
+    claims: list[Claim]
+    shown: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +214,13 @@ class DomainService:
         keys: KeyService,
         webhook_domain: str = "",
         targets: AddressPolicy | None = None,
+        claims: NameClaims | None = None,
     ) -> None:
         self.db = database
         self.keys = keys
         # Downstream servers set through any front end pass this policy.
         self.targets = targets or AddressPolicy()
+        self.claims = claims or NameClaims(NameRules())
         # The domain of generated webhook addresses: never a provisioned domain.
         self.webhook_domain = webhook_domain.lower()
 
@@ -371,16 +386,14 @@ class DomainService:
         taken_aliases = await repo.alias_names_taken(session, names + alias_names)
         routed = await self._routed_to_webhooks(session, names + alias_names)
 
-        new_rows: list[dict[str, Any]] = []
-        children: dict[Any, list[dict[str, Any]]] = {
-            DomainAlias: [],
-            DomainAdmin: [],
-            DownstreamRow: [],
-        }
+        fresh: dict[int, _NewDomain] = {}
         claimed: set[str] = set()  # names (domains and aliases) taken by this batch
         existing_own: list[tuple[int, Domain, ParsedSections]] = []
         for i, (name, sections) in parsed.items():
             try:
+                self.claims.check(name.ascii, name.unicode)
+                for alias in sections.aliases or []:
+                    self.claims.check(alias.ascii, f"alias {alias.unicode}")
                 domain = existing.get(name.ascii)
                 if domain is not None:
                     if domain.customer_id != caller.customer_id:
@@ -414,23 +427,34 @@ class DomainService:
             settings = (
                 sections.settings.apply(DomainSettings()) if sections.settings else DomainSettings()
             )
-            new_rows.append(
+            row = {
+                "id": domain_id,
+                "customer_id": caller.customer_id,
+                "subscription_id": subscription.id,
+                "name_ascii": name.ascii,
+                "name_unicode": name.unicode,
+                "api_key_id": caller.key_id if associate_key else None,
+                "abuse_policy": settings.abuse_policy.value,
+                "abuse_policy_override": settings.abuse_policy_override,
+                "spam_header_name": settings.spam_header_name,
+                "spam_header_value": settings.spam_header_value,
+            }
+            fresh[i] = _NewDomain(
+                row,
                 {
-                    "id": domain_id,
-                    "customer_id": caller.customer_id,
-                    "subscription_id": subscription.id,
-                    "name_ascii": name.ascii,
-                    "name_unicode": name.unicode,
-                    "api_key_id": caller.key_id if associate_key else None,
-                    "abuse_policy": settings.abuse_policy.value,
-                    "abuse_policy_override": settings.abuse_policy_override,
-                    "spam_header_name": settings.spam_header_name,
-                    "spam_header_value": settings.spam_header_value,
-                }
+                    DomainAlias: _alias_rows(domain_id, sections.aliases or []),
+                    DomainAdmin: _admin_rows(domain_id, sections.admins or []),
+                    DownstreamRow: _downstream_rows(domain_id, sections.downstreams or []),
+                },
+                [
+                    self.claims.claim(name.ascii, name_claims.DOMAIN, domain_id),
+                    *(
+                        self.claims.claim(a.ascii, name_claims.ALIAS, domain_id)
+                        for a in sections.aliases or []
+                    ),
+                ],
+                {name.ascii: name.unicode} | {a.ascii: a.unicode for a in sections.aliases or []},
             )
-            children[DomainAlias] += _alias_rows(domain_id, sections.aliases or [])
-            children[DomainAdmin] += _admin_rows(domain_id, sections.admins or [])
-            children[DownstreamRow] += _downstream_rows(domain_id, sections.downstreams or [])
             results[i] = ItemResult(
                 name.unicode,
                 201,
@@ -445,6 +469,14 @@ class DomainService:
                 ),
             )
 
+        if single:  # a refusal rolls back the whole transaction: no savepoint needed
+            for new in fresh.values():
+                await self.claims.take_all(session, caller.customer_id, new.claims, new.shown)
+        else:
+            for i, reason in (await self._claim_new(session, caller, fresh)).items():
+                results[i] = ItemResult(parsed[i][0].unicode, Conflict.code, reason)
+                del fresh[i]
+        new_rows = [new.row for new in fresh.values()]
         limit = subscription.domain_limit
         if new_rows and limit is not None:
             current = await repo.count_in_subscription(session, subscription.id)
@@ -454,7 +486,8 @@ class DomainService:
                     f"{current} are provisioned and this request adds {len(new_rows)}"
                 )
         await repo.bulk_insert(session, Domain, new_rows)
-        for table, rows in children.items():
+        for table in (DomainAlias, DomainAdmin, DownstreamRow):
+            rows = [r for new in fresh.values() for r in new.children[table]]
             await repo.bulk_insert(session, table, rows)
 
         for i, domain, sections in existing_own:
@@ -464,6 +497,7 @@ class DomainService:
                 if associate_key:
                     domain.api_key_id = caller.key_id
             except ServiceError as exc:
+                # _apply_sections changes nothing before its last check has passed.
                 if single:
                     raise
                 results[i] = ItemResult(domain.name_unicode, exc.code, exc.message)
@@ -475,6 +509,33 @@ class DomainService:
             results[i] = ItemResult(domain.name_unicode, 200 if single else 201, comment, view)
         return [r for r in results if r is not None]
 
+    async def _claim_new(
+        self, session: AsyncSession, caller: Caller, fresh: dict[int, _NewDomain]
+    ) -> dict[int, str]:
+        """Claim the names of the new domains; the refusal of each item that clashes.
+
+        All at once in the common case; when some clash, their rows are rolled back
+        and the others claimed again without them.
+        """
+        refused: dict[int, str] = {}
+        while True:
+            pending = {i: new for i, new in fresh.items() if i not in refused}
+            if not pending:
+                return refused
+            savepoint = await session.begin_nested()
+            clashes = await self.claims.take(
+                session, caller.customer_id, [c for new in pending.values() for c in new.claims]
+            )
+            if not clashes:
+                await savepoint.commit()
+                return refused
+            await savepoint.rollback()
+            by_name = {clash.name: clash for clash in clashes}
+            for i, new in pending.items():
+                clash = next((by_name[c.name] for c in new.claims if c.name in by_name), None)
+                if clash is not None:
+                    refused[i] = name_claims.describe(clash, new.shown)
+
     async def _apply_sections(
         self, session: AsyncSession, domain: Domain, sections: ParsedSections
     ) -> None:
@@ -484,6 +545,8 @@ class DomainService:
         refused item, which must leave its domain as it was.
         """
         if sections.aliases is not None:
+            for alias in sections.aliases:
+                self.claims.check(alias.ascii, f"alias {alias.unicode}")
             wanted = [a.ascii for a in sections.aliases]
             clashing = await repo.domains_by_names(session, wanted)
             if clashing:
@@ -495,6 +558,7 @@ class DomainService:
             routed = await self._routed_to_webhooks(session, wanted)
             if routed:
                 raise Conflict(f"alias {next(iter(routed))} is routed to a webhook address")
+            await self._reclaim_aliases(session, domain, sections.aliases)
         if sections.settings is not None:
             settings = sections.settings.apply(settings_of(domain))
             domain.abuse_policy = settings.abuse_policy.value
@@ -513,6 +577,30 @@ class DomainService:
             await repo.bulk_insert(
                 session, DownstreamRow, _downstream_rows(domain.id, sections.downstreams)
             )
+
+    async def _reclaim_aliases(
+        self, session: AsyncSession, domain: Domain, aliases: Sequence[DomainName]
+    ) -> None:
+        """Claim the new aliases and release the dropped ones, or change nothing."""
+        current = set(await repo.alias_names_of(session, domain.id))
+        wanted = {a.ascii: a.unicode for a in aliases}
+        savepoint = await session.begin_nested()
+        clashes = await self.claims.take(
+            session,
+            domain.customer_id,
+            [
+                self.claims.claim(a, name_claims.ALIAS, domain.id)
+                for a in wanted
+                if a not in current
+            ],
+        )
+        if clashes:
+            await savepoint.rollback()
+            raise Conflict(name_claims.describe(clashes[0], wanted))
+        await self.claims.release(
+            session, domain.customer_id, [a for a in current if a not in wanted]
+        )
+        await savepoint.commit()
 
     async def update_settings(
         self, caller: Caller, raw_name: str, sections: DomainSections
@@ -550,6 +638,7 @@ class DomainService:
     async def deprovision(self, caller: Caller, raw_name: str) -> None:
         async with self.db.write() as session:
             domain = await load_domain(session, caller, raw_name)
+            await self._release_domains(session, caller, [domain.id], [domain.name_ascii])
             await session.delete(domain)
 
     async def deprovision_batch(self, caller: Caller, names: Sequence[str]) -> list[ItemResult]:
@@ -565,9 +654,17 @@ class DomainService:
                     continue
                 doomed[domain.id] = None
                 results.append(ItemResult(domain.name_unicode, 204, "deprovisioned"))
+            gone = [d.name_ascii for d in found if isinstance(d, Domain)]
+            await self._release_domains(session, caller, list(doomed), gone)
             for part in repo.chunks(list(doomed)):
                 await session.execute(delete(Domain).where(Domain.id.in_(part)))
         return results
+
+    async def _release_domains(
+        self, session: AsyncSession, caller: Caller, ids: Sequence[str], names: Sequence[str]
+    ) -> None:
+        aliases = await repo.alias_names_of(session, ids)
+        await self.claims.release(session, caller.customer_id, sorted({*names, *aliases}))
 
     # -- aliases ---------------------------------------------------------------
 
@@ -575,6 +672,15 @@ class DomainService:
         self, caller: Caller, raw_name: str, raw_alias: str
     ) -> tuple[DomainView, DomainName]:
         alias = parse_domain_input(raw_alias)
+        self.claims.check(alias.ascii, alias.unicode)
+        try:
+            return await self._add_alias(caller, raw_name, alias)
+        except IntegrityError:
+            raise Conflict(f"{alias.unicode} was claimed concurrently") from None
+
+    async def _add_alias(
+        self, caller: Caller, raw_name: str, alias: DomainName
+    ) -> tuple[DomainView, DomainName]:
         async with self.db.write() as session:
             domain = await load_domain(session, caller, raw_name)
             if alias.ascii == domain.name_ascii or await repo.domain_by_name(session, alias.ascii):
@@ -583,6 +689,12 @@ class DomainService:
                 raise Conflict(f"{alias.unicode} is already an alias")
             if await self._routed_to_webhooks(session, [alias.ascii]):
                 raise Conflict(f"{alias.unicode} is routed to a webhook address")
+            await self.claims.take_all(
+                session,
+                domain.customer_id,
+                [self.claims.claim(alias.ascii, name_claims.ALIAS, domain.id)],
+                {alias.ascii: alias.unicode},
+            )
             session.add(
                 DomainAlias(domain_id=domain.id, name_ascii=alias.ascii, name_unicode=alias.unicode)
             )
@@ -600,6 +712,7 @@ class DomainService:
             )
             if row is None:
                 raise NotFound(f"{alias.unicode} is not an alias of {domain.name_unicode}")
+            await self.claims.release(session, domain.customer_id, [alias.ascii])
             await session.delete(row)
 
     # -- downstream addresses ----------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +27,7 @@ from mailmoat.domain.webhooks import (
 )
 from mailmoat.services.caller import Caller
 from mailmoat.services.errors import Conflict, InvalidInput, NotFound
+from mailmoat.services.name_claims import CUSTOM_DOMAIN, NameClaims
 
 MAX_PAGE = 500
 MAX_ADDRESSES = 10_000  # per account
@@ -75,13 +75,13 @@ class WebhookAddressService:
         *,
         targets: AddressPolicy | None = None,
         size_limit: int = DEFAULT_MAX_SIZE,
-        is_public_suffix: Callable[[str], bool],
+        claims: NameClaims,
     ) -> None:
         self.db = database
         self.address_domain = address_domain
         self.targets = targets or AddressPolicy()
         self.size_limit = size_limit
-        self.is_public_suffix = is_public_suffix
+        self.claims = claims
 
     @property
     def allow_private_targets(self) -> bool:
@@ -153,7 +153,13 @@ class WebhookAddressService:
 
     async def delete(self, caller: Caller, address_id: str) -> None:
         async with self.db.write() as session:
-            await session.delete(await self._load(session, caller, address_id))
+            row = await self._load(session, caller, address_id)
+            # Its custom domains go with it (ON DELETE CASCADE), and so do their names.
+            names = await session.scalars(
+                select(CustomDomain.name_ascii).where(CustomDomain.address_id == row.id)
+            )
+            await self.claims.release(session, caller.customer_id, list(names))
+            await session.delete(row)
 
     def _validated(self, fields: AddressInput, *, partial: bool) -> dict[str, object]:
         values: dict[str, object] = {}
@@ -218,11 +224,7 @@ class WebhookAddressService:
             compile_pattern(pattern)
         except InvalidName as exc:
             raise InvalidInput(str(exc)) from None
-        base = name.name.ascii
-        if base == self.address_domain or base.endswith("." + self.address_domain):
-            raise InvalidInput(f"{name.unicode} is under the gateway's own address domain")
-        if self.is_public_suffix(base):
-            raise InvalidInput(f"{name.name.unicode} is a public suffix: nobody owns all of it")
+        self.claims.check(name.ascii, name.unicode)
         row = CustomDomain(
             id=new_address_id(),
             customer_id=caller.customer_id,
@@ -240,35 +242,22 @@ class WebhookAddressService:
                 )
                 if served is not None and not name.wildcard:
                     raise Conflict(f"{name.unicode} is provisioned as a filtered domain")
-                await self._check_no_other_owner(session, caller, base)
                 await self._check_room(session, caller, CustomDomain, MAX_CUSTOM_DOMAINS)
                 taken = await session.scalar(
                     select(CustomDomain.customer_id).where(CustomDomain.name_ascii == name.ascii)
                 )
                 if taken is not None:
                     raise Conflict(f"{name.unicode} is already a custom domain")
+                await self.claims.take_all(
+                    session,
+                    caller.customer_id,
+                    [self.claims.claim(name.ascii, CUSTOM_DOMAIN, row.id)],
+                    {name.ascii: name.unicode},
+                )
                 session.add(row)
         except IntegrityError:
             raise Conflict(f"{name.unicode} is already a custom domain") from None
         return _domain_view(row)
-
-    async def _check_no_other_owner(self, session: AsyncSession, caller: Caller, base: str) -> None:
-        """Refuse names at or under a domain another customer holds here: provisioned
-        (or as an alias) or routed to their webhooks."""
-        labels = base.split(".")
-        parents = [".".join(labels[i:]) for i in range(len(labels) - 1)]
-        for parent in parents:
-            owner = await domain_by_name(session, parent) or await alias_owner(session, parent)
-            if owner is not None and owner.customer_id != caller.customer_id:
-                raise Conflict(f"{parent} belongs to another customer")
-        others = await session.scalar(
-            select(CustomDomain.name_ascii).where(
-                CustomDomain.name_ascii.in_(parents + [f"*.{p}" for p in parents]),
-                CustomDomain.customer_id != caller.customer_id,
-            )
-        )
-        if others is not None:
-            raise Conflict(f"{others} is another customer's custom domain")
 
     @staticmethod
     async def _check_room(
@@ -285,6 +274,7 @@ class WebhookAddressService:
             row = await session.get(CustomDomain, domain_id)
             if row is None or row.customer_id != caller.customer_id:
                 raise NotFound(f"custom domain {domain_id} does not exist")
+            await self.claims.release(session, caller.customer_id, [row.name_ascii])
             await session.delete(row)
 
 
