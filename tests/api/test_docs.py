@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -67,20 +66,16 @@ async def test_only_the_pages_assets_are_served(anonymous: httpx.AsyncClient, na
     assert set(response.json()) == {"code", "message", "errors"}
 
 
-async def test_the_page_reads_a_document_its_swagger_ui_renders(
+async def test_the_page_reads_the_api_document_and_its_ui_renders_it(
     anonymous: httpx.AsyncClient,
 ) -> None:
-    """The packaged Swagger UI renders OpenAPI 3.0.n only: the page reads the API's
-    document in that form, with every operation of the 3.1 document."""
+    """The page reads the API's own OpenAPI 3.1 document, with a Swagger UI that
+    knows that version (Swagger UI 4 showed a 3.1 document as unsupported)."""
     html = (await anonymous.get(DOCS)).text
     [document_url] = re.findall(r"""\burl\s*:\s*["']([^"']+)["']""", html)
-    shown = (await anonymous.get(urljoin(DOCS, document_url))).json()
-    full = (await anonymous.get(f"{BASE}/inbound/v1/openapi.json")).json()
-    assert re.fullmatch(r"3\.0\.\d+", shown["openapi"])
-    assert full["openapi"].startswith("3.1")
-    assert shown["paths"].keys() == full["paths"].keys()
-    for path, operations in full["paths"].items():
-        assert operations.keys() == shown["paths"][path].keys(), path
-    text = json.dumps(shown)
-    assert '"type": "null"' not in text
-    assert '"nullable": true' in text
+    assert urljoin(DOCS, document_url) == f"{BASE}/inbound/v1/openapi.json"
+    document = (await anonymous.get(urljoin(DOCS, document_url))).json()
+    assert document["openapi"].startswith("3.1")
+    assert "/inbound/v1/domains" in document["paths"]
+    bundle = (await anonymous.get(f"{DOCS}/assets/swagger-ui-bundle.js")).content
+    assert b"openapi: 3.1.x" in bundle
