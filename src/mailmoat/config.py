@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     smtp_max_message_size: int = Field(
         25 * 1024 * 1024, ge=1024, description="SIZE limit in bytes; larger mail gets 552"
     )
+    smtp_max_header_size: int = Field(
+        1024 * 1024, ge=1024, description="header section limit in bytes; larger gets 552 5.3.4"
+    )
+    smtp_max_hops: int = Field(
+        100, ge=1, description="Received fields a message may have; more gets 554 5.4.6 (a loop)"
+    )
     smtp_max_recipients: int = Field(100, ge=1, le=10000)
     smtp_max_connections: int = Field(1000, ge=1, description="concurrent SMTP sessions")
     smtp_max_connections_per_ip: int = Field(50, ge=1, description="per client IP")

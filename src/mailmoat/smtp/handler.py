@@ -16,8 +16,8 @@ from mailmoat.domain.policy import Action
 from mailmoat.domain.sender_lists import Sender
 from mailmoat.domain.settings import DEFAULT_SPAM_HEADER_NAME, DEFAULT_SPAM_HEADER_VALUE
 from mailmoat.domain.webhooks import REASON_MAX_SIZE, DeliveryMode
-from mailmoat.pipeline.engine import Evaluation, Incoming, Pipeline, Stamp
-from mailmoat.pipeline.headers import summary
+from mailmoat.pipeline.engine import Evaluation, Incoming, Pipeline, Stamp, sized
+from mailmoat.pipeline.headers import REASON_HEADER_SIZE, REASON_MAIL_LOOP, screen, summary
 from mailmoat.scanners.base import ScannerUnavailable
 from mailmoat.services.intake import (
     ROUTE_HTTP,
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 BLOCKLISTED = "550 5.7.1 Sender is blocked by the recipient's blocklist"
 TOO_BIG_FOR_ADDRESS = "552 5.3.4 Message too big for this address"
 NO_SUCH_RECIPIENT = "550 5.1.1 No such recipient here"
+HEADER_REFUSALS = {
+    REASON_HEADER_SIZE: "552 5.3.4 Message header too big",
+    REASON_MAIL_LOOP: "554 5.4.6 Too many hops, the message is looping",
+}
 
 
 def _client_ip(session: Session) -> str:
@@ -62,11 +66,19 @@ def _reply(command: str, text: str) -> str:
 
 class GatewayHandler:
     def __init__(
-        self, intake: IntakeService, pipeline: Pipeline, *, max_recipients: int = 100
+        self,
+        intake: IntakeService,
+        pipeline: Pipeline,
+        *,
+        max_recipients: int = 100,
+        max_header_size: int = 1024 * 1024,
+        max_hops: int = 100,
     ) -> None:
         self.intake = intake
         self.pipeline = pipeline
         self.max_recipients = max_recipients
+        self.max_header_size = max_header_size
+        self.max_hops = max_hops
 
     async def handle_PROXY(
         self, server: SMTP, session: Session, envelope: Envelope, proxy_data: object
@@ -145,6 +157,10 @@ class GatewayHandler:
                     session, envelope, context, REASON_MAX_SIZE, TOO_BIG_FOR_ADDRESS, size=len(raw)
                 )
             return _reply("DATA", TOO_BIG_FOR_ADDRESS)
+        refused = screen(raw, max_header_size=self.max_header_size, max_hops=self.max_hops)
+        if refused is not None:
+            await self._refuse_data(session, envelope, refused, HEADER_REFUSALS[refused], len(raw))
+            return _reply("DATA", HEADER_REFUSALS[refused])
         incoming = Incoming(
             raw=raw,
             scope=profile.customer_id,
@@ -165,7 +181,9 @@ class GatewayHandler:
                 evaluation.scan_seconds
             )
         reply = self._data_reply(evaluation)
-        records = self._records(session, envelope, incoming, evaluation, reply)
+        records = await sized(
+            len(raw), self._records, session, envelope, incoming, evaluation, reply
+        )
         if route is not None and route.mode == DeliveryMode.SYNC and records[0].data is not None:
             webhook_envelope = envelope_for(records[0], incoming, evaluation, session.ssl)
             answer = await post_during_data(
@@ -253,6 +271,16 @@ class GatewayHandler:
             )
         return records
 
+    async def _refuse_data(
+        self, session: Session, envelope: TransactionEnvelope, rule: str, reply: str, size: int
+    ) -> None:
+        """Records of a message refused at the end of DATA: one per owner, as if accepted."""
+        groups: dict[str, list[RecipientContext]] = defaultdict(list)
+        for context in envelope.contexts:
+            groups[context.route_key].append(context)
+        for first, *others in groups.values():
+            await self._record_refusal(session, envelope, first, rule, reply, size, others)
+
     async def _record_refusal(
         self,
         session: Session,
@@ -261,8 +289,12 @@ class GatewayHandler:
         rule: str,
         reply: str = BLOCKLISTED,
         size: int = 0,
+        others: list[RecipientContext] | None = None,
     ) -> None:
-        """A log record for mail refused before it was accepted, so its owner sees it."""
+        """A log record for mail refused before it was accepted, so its owner sees it.
+
+        ``others`` are further recipients of the same owner the record lists.
+        """
         now = datetime.now(UTC)
         owner = _owner(context)
         record = NewMessage(
@@ -276,7 +308,7 @@ class GatewayHandler:
             client_ip=_client_ip(session),
             client_helo=session.host_name or "",
             mail_from=_sender(envelope),
-            recipients=[(context.address, context.recipient_id)],
+            recipients=[(c.address, c.recipient_id) for c in [context, *(others or [])]],
             verdict="unscanned",
             action=Action.BLOCK.value,
             reason=rule,

@@ -21,6 +21,8 @@ PROXY_HEADER_TIMEOUT = 5.0
 class SmtpOptions:
     hostname: str
     max_message_size: int
+    max_header_size: int = 1024 * 1024
+    max_hops: int = 100
     max_recipients: int = 100
     max_connections: int = 1000
     max_connections_per_ip: int = 50
@@ -41,7 +43,13 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 class SmtpServer:
     def __init__(self, intake: IntakeService, pipeline: Pipeline, options: SmtpOptions) -> None:
         self.options = options
-        self.handler = GatewayHandler(intake, pipeline, max_recipients=options.max_recipients)
+        self.handler = GatewayHandler(
+            intake,
+            pipeline,
+            max_recipients=options.max_recipients,
+            max_header_size=options.max_header_size,
+            max_hops=options.max_hops,
+        )
         self.limits = ConnectionLimits(options.max_connections, options.max_connections_per_ip)
         self._tls = (
             tls_context(options.tls_cert, options.tls_key)
