@@ -157,7 +157,9 @@ class GatewayHandler:
                     session, envelope, context, REASON_MAX_SIZE, TOO_BIG_FOR_ADDRESS, size=len(raw)
                 )
             return _reply("DATA", TOO_BIG_FOR_ADDRESS)
-        refused = screen(raw, max_header_size=self.max_header_size, max_hops=self.max_hops)
+        refused = await sized(
+            len(raw), screen, raw, max_header_size=self.max_header_size, max_hops=self.max_hops
+        )
         if refused is not None:
             await self._refuse_data(session, envelope, refused, HEADER_REFUSALS[refused], len(raw))
             return _reply("DATA", HEADER_REFUSALS[refused])
