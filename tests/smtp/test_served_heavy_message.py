@@ -12,10 +12,11 @@ import httpx
 from tests.dkim_keys import Key, signature
 from tests.dnsserver import LocalDnsServer
 from tests.served import serve
+from tests.smtp.conftest import message
 from tests.smtp.test_served import provision
 
 FOLDED_LINES = 22_000
-BODY_BYTES = 256 * 1024
+BODY_BYTES = 1024 * 1024
 PROBE_LIMIT = 0.2  # seconds an API request or an EHLO may take meanwhile
 
 
@@ -82,7 +83,7 @@ def test_a_long_folded_header_does_not_stall_other_clients(data_dir: Path, tmp_p
                 started = time.perf_counter()
                 assert other.ehlo("other.test")[0] == 250
                 ehlo_waits.append(time.perf_counter() - started)
-                time.sleep(0.01)
+                time.sleep(0.005)
             sender.join()
 
             [(code, text)] = replies
@@ -93,3 +94,30 @@ def test_a_long_folded_header_does_not_stall_other_clients(data_dir: Path, tmp_p
             [record] = api.get("/domains/heavy.example/messages").json()["messages"]
             assert record["subject"] == "folded"
             assert "dkim=pass" in record["authenticationResults"]
+
+
+def test_header_limits_are_read_from_the_environment(data_dir: Path) -> None:
+    env = {
+        "MAILMOAT_AUTH_CHECKS": "false",
+        "MAILMOAT_SMTP_MAX_HOPS": "2",
+        "MAILMOAT_SMTP_MAX_HEADER_SIZE": "2048",
+    }
+    hops = "Received: from a by b\r\nReceived: from b by c\r\nReceived: from c by d\r\n"
+    with (
+        serve(data_dir, env=env) as served,
+        smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=10) as smtp,
+    ):
+        api = provision(served, "limits.example")
+        to = "bob@limits.example"
+        for extra, expected in ((hops, 554), (f"X-Pad: {'p' * 70}\r\n" * 30, 552), ("", 250)):
+            try:
+                smtp.sendmail("alice@sender.test", [to], message(to=to, extra_headers=extra))
+                code = 250
+            except smtplib.SMTPDataError as refused:
+                code = refused.smtp_code
+            assert code == expected
+        log = api.get("/domains/limits.example/messages").json()["messages"]
+        assert sorted(m["reason"] for m in log if m["state"] == "rejected") == [
+            "header-size",
+            "mail-loop",
+        ]
