@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         ge=1024 * 1024,
         description="bytes of messages being processed that one SMTP process holds at once",
     )
+    smtp_max_header_size: int = Field(
+        1024 * 1024, ge=1024, description="header section limit in bytes; larger gets 552 5.3.4"
+    )
+    smtp_max_hops: int = Field(
+        100, ge=1, description="Received fields a message may have; more gets 554 5.4.6 (a loop)"
+    )
     smtp_max_recipients: int = Field(100, ge=1, le=10000)
     smtp_max_errors: int = Field(
         20, ge=1, description="error replies a session may get before it is closed with 421"

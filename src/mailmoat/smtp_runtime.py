@@ -21,6 +21,8 @@ def smtp_options(settings: Settings) -> SmtpOptions:
     return SmtpOptions(
         hostname=settings.smtp_hostname,
         max_message_size=settings.smtp_max_message_size,
+        max_header_size=settings.smtp_max_header_size,
+        max_hops=settings.smtp_max_hops,
         max_recipients=settings.smtp_max_recipients,
         max_errors=settings.smtp_max_errors,
         max_connections=settings.smtp_max_connections,

@@ -268,6 +268,86 @@ async def test_one_valid_signature_among_several_passes(
     ]
 
 
+async def test_dkim_verifies_a_message_with_a_field_folded_over_thousands_of_lines(
+    dns_server: LocalDnsServer, authenticator: SenderAuthenticator, key: Key
+) -> None:
+    publish_key(dns_server, key, "example.test")
+    fold = b"X-Folded: start\r\n" + b"".join(b"\tline %d\r\n" % n for n in range(22_000))
+    signed = sign(message(), key, "example.test")
+    result = await check(authenticator, fold + signed)  # not covered by the signature
+    assert result.dkim == "pass"
+
+
+async def test_dkim_relaxed_body_canonicalization(
+    dns_server: LocalDnsServer, authenticator: SenderAuthenticator, key: Key
+) -> None:
+    publish_key(dns_server, key, "example.test")
+    raw = message(body=b"Hello  Bob.\r\n" + b"A line\twith  blanks \r\n" * 5000 + b"\r\n\r\n")
+    field = dkim.sign(
+        raw, b"sel", b"example.test", key.private_pem, canonicalize=(b"relaxed", b"relaxed")
+    )
+    assert (await check(authenticator, field + raw)).dkim == "pass"
+    respaced = raw.replace(b"Hello  Bob.", b"Hello \t Bob.  ")
+    assert (await check(authenticator, field + respaced)).dkim == "pass"
+    changed = raw.replace(b"Hello  Bob.", b"Hello  Eve.")
+    assert (await check(authenticator, field + changed)).dkim == "fail"
+
+
+async def test_a_large_relaxed_body_does_not_stall_the_event_loop(
+    dns_server: LocalDnsServer, authenticator: SenderAuthenticator, key: Key
+) -> None:
+    publish_key(dns_server, key, "example.test")
+    raw = message(body=b"a line of a large body with a few words \r\n" * 80_000)  # 3.4 MB
+    field = dkim.sign(
+        raw, b"sel", b"example.test", key.private_pem, canonicalize=(b"relaxed", b"relaxed")
+    )
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    try:
+        result = await check(authenticator, field + raw)
+    finally:
+        task.cancel()
+    assert result.dkim == "pass"
+    assert max(gaps) < 0.2
+
+
+async def test_a_signature_full_of_white_space_costs_no_cpu_to_refuse(
+    dns_server: LocalDnsServer, authenticator: SenderAuthenticator, key: Key
+) -> None:
+    publish_key(dns_server, key, "example.test")
+    spaced = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=sel; h=from : to;\r\n"
+        b" bh=AAAA; b=A" + b" " * 30_000 + b"!\r\n"
+    )
+    started = time.process_time()
+    result = await check(authenticator, spaced + message())
+    assert time.process_time() - started < 0.5  # CPU of this process, every thread
+    assert result.dkim == "permerror"
+
+
+async def test_a_signature_naming_thousands_of_fields_costs_no_cpu_to_refuse(
+    dns_server: LocalDnsServer, authenticator: SenderAuthenticator, key: Key
+) -> None:
+    publish_key(dns_server, key, "example.test")
+    names = [b"from", *(b"x%d" % n for n in range(1200))]
+    field = dkim.sign(message(), b"sel", b"example.test", key.private_pem, include_headers=names)
+    # dkimpy looks for each name from the bottom up, past every other field.
+    fields = b"".join(b"%s: v\r\n" % name for name in names[1:]) + b"Y: v\r\n" * 20_000
+    started = time.process_time()
+    result = await check(authenticator, field + fields + message())
+    assert time.process_time() - started < 0.5
+    assert result.dkim == "permerror"
+
+
 # DMARC -------------------------------------------------------------------------------
 
 

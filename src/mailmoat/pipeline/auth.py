@@ -21,7 +21,7 @@ import functools
 import importlib.resources
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import Any
@@ -34,6 +34,7 @@ from authheaders import dmarc_lookup
 from publicsuffix2 import PublicSuffixList
 
 from mailmoat.domain.names import InvalidName, parse_domain
+from mailmoat.pipeline import dkim_bounds
 from mailmoat.pipeline.dns import DnsResolver, DnsTempError, SpfQuery
 
 log = logging.getLogger(__name__)
@@ -182,16 +183,29 @@ class SenderAuthenticator:
 
     def _dkim(self, raw: bytes) -> list[_Signature]:
         try:
-            verifier = dkim.DKIM(raw, logger=_dkimpy_log, timeout=self._resolver.lifetime)
+            headers, body = dkim_bounds.parse(raw)
+            verifier = dkim.DKIM(None, logger=_dkimpy_log, timeout=self._resolver.lifetime)
         except Exception:
-            # dkimpy could not split the header; a signature in it cannot be checked.
+            # The header could not be split; a signature in it cannot be checked.
             head = _HEADER_END.split(raw, maxsplit=1)[0]
             signed = _DKIM_SIGNATURE_FIELD.search(head) is not None
             return [_Signature("permerror", None, None)] if signed else []
-        count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
-        return [self._verify(verifier, idx) for idx in range(min(count, MAX_DKIM_SIGNATURES))]
+        verifier.body = body
+        signatures = [value for name, value in headers if name.lower() == b"dkim-signature"]
+        hashes: dkim_bounds.BodyHashes = {}
+        return [
+            self._verify(verifier, headers, signatures[idx], idx, hashes)
+            for idx in range(min(len(signatures), MAX_DKIM_SIGNATURES))
+        ]
 
-    def _verify(self, verifier: dkim.DKIM, idx: int) -> _Signature:
+    def _verify(
+        self,
+        verifier: dkim.DKIM,
+        headers: dkim_bounds.Headers,
+        field: bytes,
+        idx: int,
+        hashes: dkim_bounds.BodyHashes,
+    ) -> _Signature:
         keys: list[bytes | None] = []
 
         def dnsfunc(name: bytes, timeout: float | None = None) -> bytes | None:
@@ -202,14 +216,20 @@ class SenderAuthenticator:
         # malformed signature (permerror) is told apart from one that does not
         # match the message (fail), which dkimpy reports with the same exception.
         verifier.signature_fields = {}
+        verifier.headers = headers
         try:
+            dkim_bounds.check_signature_field(field)
             sig, include_headers, fields = verifier.verify_headerprep(idx)
         except Exception as exc:
             log.debug("DKIM signature %d unusable: %s", idx, exc)
             return _Signature("permerror", *_identity(verifier.signature_fields))
         domain, selector = _identity(sig)
         try:
-            valid = verifier.verify_sig(sig, include_headers, fields[idx], dnsfunc)
+            verifier.headers = dkim_bounds.signed_fields(headers, include_headers)
+            header_sig = dkim_bounds.without_body_hash(sig)
+            valid = verifier.verify_sig(header_sig, include_headers, fields[idx], dnsfunc)
+            if valid and not dkim_bounds.body_hash_matches(verifier.body, sig, hashes):
+                raise dkim.ValidationError("body hash mismatch")
         except DnsTempError:
             return _Signature("temperror", domain, selector)
         except dkim.ValidationError as exc:  # body hash mismatch
@@ -420,16 +440,26 @@ def _from_domains(raw: bytes) -> list[str]:
 
 def _header_values(raw: bytes, name: bytes) -> Iterable[bytes]:
     head = _HEADER_END.split(raw, maxsplit=1)[0]
-    fields: list[bytes] = []
-    for line in _LINE_END.split(head):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line  # folded continuation
-        else:
-            fields.append(line)
-    for field in fields:
-        field_name, colon, value = field.partition(b":")
+    for lines in _folded(_LINE_END.split(head)):
+        field_name, colon, value = lines[0].partition(b":")
         if colon and field_name.rstrip(b" \t").lower() == name:
-            yield value
+            yield b"".join([value, *lines[1:]])  # unfolded
+
+
+def _folded(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Header lines grouped into fields: each field's first line and its continuations.
+
+    Grouped, not appended to one another: a field folded over thousands of
+    lines would otherwise be copied once per line.
+    """
+    field: list[bytes] = []
+    for line in lines:
+        if line[:1] not in (b" ", b"\t") and field:
+            yield field
+            field = []
+        field.append(line)
+    if field:
+        yield field
 
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
+from typing import ParamSpec, TypeVar
 
 from mailmoat.domain.policy import Action
 from mailmoat.domain.settings import AbusePolicy
@@ -18,6 +19,24 @@ from mailmoat.pipeline.rules import Demand, Finding, dmarc_rule, spam_rule, spf_
 from mailmoat.scanners.base import ScanInput, Scanner, ScannerUnavailable, ScanResult
 
 _BODY_COPY_MAX = 64 * 1024  # a larger body is not copied on its way through finish
+INLINE_BYTES = 64 * 1024
+"""Work on a message up to this size runs on the event loop; on a larger one, in a thread."""
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def sized(size: int, func: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``func(*args, **kwargs)``, in a worker thread when ``size`` is above ``INLINE_BYTES``.
+
+    Reading and rewriting a large message (its header fields, its copies) takes
+    milliseconds to, with a pathological header, tens of milliseconds: long enough
+    to hold up every other session on the loop. For ordinary mail the work is a
+    few microseconds, less than a hop to a thread and back.
+    """
+    if size <= INLINE_BYTES:
+        return func(*args, **kwargs)
+    return await asyncio.to_thread(func, *args, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from mailmoat.domain.sender_lists import Sender
 from mailmoat.domain.settings import DEFAULT_SPAM_HEADER_NAME, DEFAULT_SPAM_HEADER_VALUE
 from mailmoat.domain.webhooks import REASON_MAX_SIZE, DeliveryMode
 from mailmoat.log_throttle import LogThrottle
-from mailmoat.pipeline.engine import Evaluation, Incoming, Pipeline, Stamp
-from mailmoat.pipeline.headers import summary
+from mailmoat.pipeline.engine import Evaluation, Incoming, Pipeline, Stamp, sized
+from mailmoat.pipeline.headers import REASON_HEADER_SIZE, REASON_MAIL_LOOP, screen, summary
 from mailmoat.scanners.base import ScannerUnavailable
 from mailmoat.services.intake import (
     ROUTE_HTTP,
@@ -43,6 +43,10 @@ BLOCKLISTED = "550 5.7.1 Sender is blocked by the recipient's blocklist"
 TOO_BIG_FOR_ADDRESS = "552 5.3.4 Message too big for this address"
 NO_SUCH_RECIPIENT = "550 5.1.1 No such recipient here"
 NEEDS_SMTPUTF8 = "553 5.6.7 Non-ASCII address without SMTPUTF8"
+HEADER_REFUSALS = {
+    REASON_HEADER_SIZE: "552 5.3.4 Message header too big",
+    REASON_MAIL_LOOP: "554 5.4.6 Too many hops, the message is looping",
+}
 
 
 def _client_ip(session: Session) -> str:
@@ -72,12 +76,16 @@ class GatewayHandler:
         *,
         max_recipients: int = 100,
         budget: ByteBudget | None = None,
+        max_header_size: int = 1024 * 1024,
+        max_hops: int = 100,
     ) -> None:
         self.intake = intake
         self.pipeline = pipeline
         self.max_recipients = max_recipients
         # Bytes of messages being processed, for every session of this process.
         self.budget = budget or ByteBudget(DEFAULT_MEMORY_BUDGET)
+        self.max_header_size = max_header_size
+        self.max_hops = max_hops
 
     async def handle_PROXY(
         self, server: SMTP, session: Session, envelope: Envelope, proxy_data: object
@@ -197,6 +205,13 @@ class GatewayHandler:
         assert profile is not None  # aiosmtpd asks for a recipient before DATA
         contexts = envelope.contexts
         route = contexts[0].webhook
+        refused = await sized(
+            len(raw), screen, raw, max_header_size=self.max_header_size, max_hops=self.max_hops
+        )
+        if refused is not None:
+            return await self.refuse_message(
+                session, envelope, refused, HEADER_REFUSALS[refused], size=len(raw)
+            )
         incoming = Incoming(
             raw=raw,
             scope=profile.customer_id,
@@ -217,7 +232,9 @@ class GatewayHandler:
                 evaluation.scan_seconds
             )
         reply = self._data_reply(evaluation)
-        records = self._records(session, envelope, incoming, evaluation, reply)
+        records = await sized(
+            len(raw), self._records, session, envelope, incoming, evaluation, reply
+        )
         if route is not None and route.mode == DeliveryMode.SYNC and records[0].data is not None:
             webhook_envelope = envelope_for(records[0], incoming, evaluation, session.ssl)
             answer = await post_during_data(

@@ -23,6 +23,8 @@ PROXY_HEADER_TIMEOUT = 5.0
 class SmtpOptions:
     hostname: str
     max_message_size: int
+    max_header_size: int = 1024 * 1024
+    max_hops: int = 100
     max_recipients: int = 100
     max_errors: int = 20
     max_connections: int = 1000
@@ -53,6 +55,8 @@ class SmtpServer:
             intake,
             pipeline,
             max_recipients=options.max_recipients,
+            max_header_size=options.max_header_size,
+            max_hops=options.max_hops,
             budget=ByteBudget(options.memory_budget),
         )
         self.incoming = IncomingFiles(
