@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -115,10 +114,7 @@ def test_eight_concurrent_25_mb_messages_stay_within_bounded_memory(
     assert growth < GROWTH_LIMIT, f"RSS grew by {growth / 2**20:.0f} MiB"
     # The process kept answering while it took the messages in.
     assert len(latencies) > 5
-    # (The test machine is shared: a probe may wait for a CPU now and then, so the
-    # typical answer is held to 200 ms and every answer to a second.)
-    assert statistics.median(latencies) < 0.2, sorted(latencies)
-    assert max(latencies) < 1.0, sorted(latencies)
+    assert max(latencies) < 0.2, sorted(latencies)
     log = api.get("/domains/big.test/messages", params={"limit": 20}).json()["messages"]
     assert sorted(m["size"] for m in log if m["subject"].startswith("large")) == sorted(
         [len(_large_message(0))] * MESSAGES
